@@ -1,0 +1,3 @@
+from moe_migrate.cli import main
+
+raise SystemExit(main())

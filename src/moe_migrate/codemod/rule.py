@@ -1,0 +1,164 @@
+"""The base class of every rule, and the examples that are a rule's tests and its docs.
+
+A rule is a read-only LibCST visitor. All selected rules share one traversal of one parsed
+module (``MetadataWrapper.visit_batched``); a rule never mutates the tree, it *schedules* edits
+(:meth:`Rule.replace`, :meth:`Rule.remove`) and reports findings (:meth:`Rule.flag`). The engine
+applies the edits afterwards in a single transform, innermost first, so an edit on a parent sees
+its children already edited. A rule never prints, writes files or exits.
+
+Rules are handed to the engine as classes; the engine makes a fresh instance per file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, ClassVar, TypeVar, Union
+
+import libcst as cst
+from libcst.metadata import PositionProvider
+
+from moe_migrate.codemod.context import FileContext
+from moe_migrate.codemod.outcomes import Finding, Severity
+
+if TYPE_CHECKING:
+    from libcst.metadata import MetadataWrapper
+
+T = TypeVar("T")
+Edit = Callable[[cst.CSTNode], Union[cst.CSTNode, cst.RemovalSentinel, cst.FlattenSentinel]]
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """An example the rule must rewrite from ``before`` to exactly ``after``."""
+
+    before: str
+    after: str
+    #: One phrase naming the situation; shown by ``--explain`` and used as the test id.
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """A look-alike the rule must leave byte-for-byte alone, with no finding."""
+
+    source: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Flagged:
+    """An example the rule must report: a finding on each of ``lines``.
+
+    ``after`` is the expected source (``None``: left exactly as it was).
+    """
+
+    source: str
+    lines: tuple[int, ...]
+    after: str | None = None
+    note: str = ""
+
+
+Example = Union[Rewrite, Unchanged, Flagged]
+
+
+@dataclass
+class FileState:
+    """Everything the engine keeps for one file during one pass (never crosses processes)."""
+
+    context: FileContext
+    wrapper: "MetadataWrapper"
+    #: id(node) -> (node, [(rule id, edit), ...]); the node is kept so its id stays valid.
+    edits: dict[int, tuple[cst.CSTNode, list[tuple[str, Edit]]]] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    memo: dict[Callable[..., object], object] = field(default_factory=dict)
+    _positions: object = None
+
+    def position(self, node: cst.CSTNode) -> tuple[int, int, int, int]:
+        """1-based (line, column, end_line, end_column) of ``node``, computed on first use."""
+        if self._positions is None:
+            # Positions cost a full code-generation pass; only files with findings pay for it.
+            self._positions = self.wrapper.resolve(PositionProvider)
+        r = self._positions[node]  # type: ignore[index]
+        return (r.start.line, r.start.column + 1, r.end.line, r.end.column + 1)
+
+
+class Rule(cst.BatchableCSTVisitor):
+    """Base class: subclass it, set ``ID`` and ``EXAMPLES``, write ``visit_*``/``leave_*``.
+
+    The class docstring is the rule's user documentation: a summary line, then *Why* and
+    *Fix safety* paragraphs. ``--explain`` prints it with the examples.
+    """
+
+    #: Stable kebab-case id; equals the module name with ``_`` for ``-``.
+    ID: ClassVar[str] = ""
+    #: Examples that double as tests and documentation.
+    EXAMPLES: ClassVar[tuple[Example, ...]] = ()
+    #: Severity of this rule's findings unless :meth:`flag` is told otherwise.
+    SEVERITY: ClassVar[Severity] = Severity.ERROR
+
+    def __init__(self, state: FileState) -> None:
+        super().__init__()
+        self._state = state
+
+    @classmethod
+    def applies_to(cls, file: FileContext) -> bool:
+        """Whether the rule runs on this file at all (default: always)."""
+        return True
+
+    @property
+    def file(self) -> FileContext:
+        return self._state.context
+
+    @property
+    def wrapper(self) -> "MetadataWrapper":
+        return self._state.wrapper
+
+    def shared(self, analysis: Callable[["MetadataWrapper", FileContext], T]) -> T:
+        """Run ``analysis`` once per file and share its result between all rules."""
+        memo = self._state.memo
+        if analysis not in memo:
+            memo[analysis] = analysis(self._state.wrapper, self._state.context)
+        return memo[analysis]  # type: ignore[return-value]
+
+    def replace(self, node: cst.CSTNode, new: cst.CSTNode | Edit) -> None:
+        """Schedule ``node`` to become ``new``.
+
+        ``new`` may be a function of the node *after* its children were edited, which is how
+        edits on nested nodes compose.
+        """
+        edit: Edit = new if callable(new) else (lambda _updated, _new=new: _new)
+        entry = self._state.edits.setdefault(id(node), (node, []))
+        entry[1].append((self.ID, edit))
+
+    def remove(self, node: cst.CSTNode) -> None:
+        """Schedule ``node`` for removal from its parent."""
+        self.replace(node, lambda _updated: cst.RemoveFromParent())
+
+    def flag(
+        self,
+        node: cst.CSTNode,
+        message: str,
+        *,
+        fix: str | None = None,
+        severity: Severity | None = None,
+    ) -> None:
+        """Report ``node`` for a human; the code is not changed by this."""
+        line, column, end_line, end_column = self._state.position(node)
+        self._state.findings.append(
+            Finding(
+                path=self.file.path,
+                line=line,
+                column=column,
+                end_line=end_line,
+                end_column=end_column,
+                rule=self.ID,
+                severity=severity or self.SEVERITY,
+                message=message,
+                fix=fix,
+            )
+        )
+
+
+def rule_summary(rule: type[Rule]) -> str:
+    """The first line of the rule's docstring."""
+    return (rule.__doc__ or "").strip().splitlines()[0] if rule.__doc__ else ""

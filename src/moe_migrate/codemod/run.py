@@ -1,0 +1,128 @@
+"""Orchestration: paths -> a :class:`Plan`, the one immutable result of analysis.
+
+Files are read once, in the parent; the byte prefilter drops every file that contains none of
+the selected rules' triggers before anything is parsed (LibCST is not even imported when no
+file passes). Candidates are migrated serially or in a process pool; outcomes are sorted by
+path, never by completion order.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Sequence
+
+from moe_migrate.codemod.context import FileContext
+from moe_migrate.codemod.discover import discover, module_name, relative
+from moe_migrate.codemod.outcomes import EDITS, Failed, FileOutcome, Finding
+
+#: Below this many candidate files a pool costs more than it saves.
+POOL_THRESHOLD = 4
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every file's outcome, sorted by path; what writers, reporters and the smoke test read."""
+
+    root: Path
+    #: Outcomes of the files that were analysed (passed the prefilter) or failed to be read.
+    outcomes: tuple[FileOutcome, ...]
+    #: How many files discovery found (analysed or not).
+    scanned: int
+    rules: tuple[str, ...]
+
+    @property
+    def edits(self) -> tuple[FileOutcome, ...]:
+        return tuple(o for o in self.outcomes if isinstance(o, EDITS))
+
+    @property
+    def failures(self) -> tuple[Failed, ...]:
+        return tuple(o for o in self.outcomes if isinstance(o, Failed))
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(sorted(f for o in self.outcomes for f in o.findings))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    path: Path
+    source: bytes
+    context: FileContext
+
+
+def _read(path: Path, root: Path) -> bytes | Failed:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        return Failed(relative(path, root), "read", f"cannot read: {error.strerror or error}")
+
+
+def _matches(source: bytes, triggers: Sequence[bytes]) -> bool:
+    return any(trigger in source for trigger in triggers)
+
+
+_WORKER_RULES: list[type] = []
+
+
+def _init_worker(rule_ids: Sequence[str]) -> None:
+    from moe_migrate import rules
+
+    _WORKER_RULES[:] = [rules.load(rule_id) for rule_id in rule_ids]
+
+
+def _migrate(candidate: Candidate) -> FileOutcome:
+    from moe_migrate.codemod.transform import migrate_source
+
+    return migrate_source(candidate.source, _WORKER_RULES, candidate.context)  # type: ignore[arg-type]
+
+
+def build_plan(
+    paths: Sequence[Path],
+    rule_ids: Sequence[str],
+    *,
+    excludes: Sequence[str] = (),
+    jobs: int | None = None,
+    prefilter: bool = True,
+) -> Plan:
+    """Discover, read, prefilter and migrate. Raises only ``DiscoveryError`` (bad arguments)."""
+    from moe_migrate import rules
+
+    found = discover(paths, excludes)
+    triggers = tuple({t for rule_id in rule_ids for t in rules.spec(rule_id).triggers})
+    outcomes: list[FileOutcome] = []
+    candidates: list[Candidate] = []
+    for path in found.files:
+        source = _read(path, found.root)
+        if isinstance(source, Failed):
+            outcomes.append(source)
+            continue
+        if prefilter and not _matches(source, triggers):
+            continue
+        module, is_package = module_name(path)
+        context = FileContext(relative(path, found.root), module, is_package)
+        candidates.append(Candidate(path, source, context))
+    outcomes.extend(_run(candidates, rule_ids, jobs))
+    outcomes.sort(key=lambda o: o.path)
+    return Plan(found.root, tuple(outcomes), len(found.files), tuple(rule_ids))
+
+
+def _run(candidates: list[Candidate], rule_ids: Sequence[str], jobs: int | None) -> list[FileOutcome]:
+    jobs = jobs or os.cpu_count() or 1
+    if not candidates:
+        return []
+    if jobs == 1 or len(candidates) < POOL_THRESHOLD:
+        _init_worker(rule_ids)
+        return [_migrate(c) for c in candidates]
+    # Largest files first so one big file does not finish alone at the end.
+    ordered = sorted(candidates, key=lambda c: len(c.source), reverse=True)
+    with ProcessPoolExecutor(
+        max_workers=min(jobs, len(candidates)),
+        mp_context=get_context("fork") if hasattr(os, "fork") else None,
+        initializer=_init_worker,
+        initargs=(tuple(rule_ids),),
+    ) as pool:
+        return list(pool.map(_migrate, ordered))

@@ -1,0 +1,89 @@
+"""The rules: one module per rule, module name == rule id with ``_`` for ``-``.
+
+``CATALOG`` is read before any rule module is imported: it is all the prefilter needs, so a
+file without a trigger never costs a LibCST import. A meta-test keeps it in step with the
+modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from moe_migrate.codemod.rule import Rule
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """What is known of a rule without importing it."""
+
+    id: str
+    #: Byte strings without which the rule cannot match; a file with none is never parsed.
+    triggers: tuple[bytes, ...]
+    #: Rules that must run whenever this one does (they edit the same bindings).
+    requires: tuple[str, ...] = ()
+
+    @property
+    def module(self) -> str:
+        return f"{__name__}.{self.id.replace('-', '_')}"
+
+
+_SHARED_FUSED_MOE = (b"SharedFusedMoE", b"shared_fused_moe")
+
+CATALOG: tuple[RuleSpec, ...] = (
+    RuleSpec("shared-fused-moe-import", _SHARED_FUSED_MOE, ("shared-fused-moe-reference",)),
+    RuleSpec("shared-fused-moe-reference", _SHARED_FUSED_MOE, ("shared-fused-moe-import",)),
+)
+
+RULE_IDS = tuple(spec.id for spec in CATALOG)
+
+
+class UnknownRule(ValueError):
+    """A rule id that is not in the catalog."""
+
+
+def spec(rule_id: str) -> RuleSpec:
+    for entry in CATALOG:
+        if entry.id == rule_id:
+            return entry
+    raise UnknownRule(f"unknown rule {rule_id!r}; known rules: {', '.join(RULE_IDS)}")
+
+
+def load(rule_id: str) -> type["Rule"]:
+    """Import the rule's module and return its one ``Rule`` subclass."""
+    from moe_migrate.codemod.rule import Rule
+
+    module = importlib.import_module(spec(rule_id).module)
+    found = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, Rule) and obj.__module__ == module.__name__
+    ]
+    if len(found) != 1 or found[0].ID != rule_id:
+        raise ImportError(f"{module.__name__} must define exactly one Rule with ID {rule_id!r}")
+    return found[0]
+
+
+def select(selected: list[str] | None, ignored: list[str] | None) -> tuple[list[str], list[str]]:
+    """Rule ids to run, in catalog order, and a warning per rule dropped for a dependency.
+
+    ``selected`` empty or None means every rule. A rule's ``requires`` partners run with it;
+    ignoring a partner drops the rule too (running half of a coupled pair would leave names
+    undefined).
+    """
+    for rule_id in [*(selected or []), *(ignored or [])]:
+        spec(rule_id)
+    requires = {entry.id: entry.requires for entry in CATALOG}
+    chosen = set(selected or RULE_IDS)
+    for rule_id in list(chosen):
+        chosen.update(requires[rule_id])
+    warnings = []
+    ignore = set(ignored or [])
+    for rule_id in sorted(chosen):
+        missing = [r for r in requires[rule_id] if r in ignore]
+        if missing and rule_id not in ignore:
+            ignore.add(rule_id)
+            warnings.append(f"{rule_id} is not run: it needs {', '.join(missing)}, which is ignored")
+    return [r for r in RULE_IDS if r in chosen and r not in ignore], warnings

@@ -1,0 +1,190 @@
+"""vLLM's MoE names, and which bindings of a module point at the removed class.
+
+Shared by the SharedFusedMoE rules: one analysis per file (``Rule.shared``), so the import rule
+and the reference rule always agree on what each binding becomes. Names are matched by what
+they are bound to (the import that binds them, resolved through LibCST's scope analysis), never
+by spelling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+from libcst.helpers import get_full_name_for_node
+from libcst.metadata import ImportAssignment, MetadataWrapper, Scope, ScopeProvider
+
+from moe_migrate.codemod.context import FileContext
+
+PACKAGE = "vllm.model_executor.layers.fused_moe"
+OLD_CLASS = "SharedFusedMoE"
+NEW_CLASS = "FusedMoE"
+#: Modules that defined the removed class: the current one, then its earlier home.
+OLD_MODULES = (f"{PACKAGE}.shared_fused_moe", "vllm.model_executor.layers.shared_fused_moe")
+OLD_QUALNAMES = frozenset(f"{m}.{OLD_CLASS}" for m in (PACKAGE, *OLD_MODULES))
+NEW_QUALNAMES = frozenset({f"{PACKAGE}.{NEW_CLASS}", f"{PACKAGE}.layer.{NEW_CLASS}"})
+#: What the removed class's uses become.
+NEW_QUALNAME = f"{PACKAGE}.{NEW_CLASS}"
+#: Alias used when ``FusedMoE`` already names something else in the file.
+FALLBACK_ALIAS = "VllmFusedMoE"
+
+
+def in_fused_moe_package(file: FileContext) -> bool:
+    """True inside ``vllm/model_executor/layers/fused_moe/``, which the removal rewrites itself."""
+    if file.module is not None:
+        return file.module == PACKAGE or file.module.startswith(PACKAGE + ".")
+    return "/vllm/model_executor/layers/fused_moe/" in "/" + file.path
+
+
+@dataclass(eq=False)
+class Binding:
+    """One name bound by one import alias in one scope."""
+
+    alias: cst.ImportAlias
+    statement: cst.Import | cst.ImportFrom
+    scope: Scope
+    #: The name the import binds in ``scope`` (``m`` for ``import a.b as m``, ``a`` for ``import a.b``).
+    local: str
+    #: The dotted name it is bound to.
+    target: str
+    #: Nodes that read the binding: ``Name`` nodes, or the string of a string annotation.
+    references: tuple[cst.CSTNode, ...]
+
+
+@dataclass(eq=False)
+class Analysis:
+    """Every binding of the module that reaches vLLM's removed class, and what it becomes."""
+
+    #: Bindings of the class itself (``from ... import SharedFusedMoE [as X]``).
+    classes: list[Binding] = field(default_factory=list)
+    #: Bindings of the old module object (``import ...shared_fused_moe as m``).
+    old_modules: list[Binding] = field(default_factory=list)
+    #: Bindings of a package above the class (``vllm``, ``...fused_moe as fm``).
+    packages: list[Binding] = field(default_factory=list)
+    #: id(alias) -> the local name the class binding becomes; ``None``: the alias is dropped
+    #: because vLLM's ``FusedMoE`` is already bound under that name.
+    new_local: dict[int, str | None] = field(default_factory=dict)
+    #: ids of the nodes that read a binding of vLLM's ``FusedMoE`` itself.
+    fused_refs: set[int] = field(default_factory=set)
+    #: True when the module's own code binds ``SharedFusedMoE`` to something that is not vLLM's.
+    defines_own: bool = False
+
+    @property
+    def uses_vllm_class(self) -> bool:
+        return bool(self.classes or self.old_modules or self.packages)
+
+
+def _import_targets(
+    statement: cst.Import | cst.ImportFrom, file: FileContext
+) -> list[tuple[cst.ImportAlias, str, str]]:
+    """(alias, local name, dotted target) for every alias of an import statement."""
+    out: list[tuple[cst.ImportAlias, str, str]] = []
+    if isinstance(statement, cst.Import):
+        for alias in statement.names:
+            dotted = get_full_name_for_node(alias.name) or ""
+            if alias.asname is not None:
+                local = get_full_name_for_node(alias.asname.name) or ""
+                out.append((alias, local, dotted))
+            else:
+                head = dotted.split(".")[0]
+                out.append((alias, head, head))
+        return out
+    if isinstance(statement.names, cst.ImportStar):
+        return out
+    module = get_full_name_for_node(statement.module) if statement.module else None
+    base = file.resolve_relative(len(statement.relative), module)
+    if base is None:
+        return out
+    for alias in statement.names:
+        name = get_full_name_for_node(alias.name) or ""
+        local = get_full_name_for_node(alias.asname.name) if alias.asname else name
+        out.append((alias, local or name, f"{base}.{name}"))
+    return out
+
+
+def _is_prefix_of_class(target: str) -> bool:
+    return any(q.startswith(target + ".") for q in OLD_QUALNAMES)
+
+
+def _vllm_fused_moe_bound(binding: Binding, name: str, file: FileContext) -> bool | None:
+    """True: ``name`` is vLLM's FusedMoE where ``binding`` is; False: something else; None: free."""
+    assignments = [
+        a
+        for a in binding.scope[name]
+        if not (isinstance(a, ImportAssignment) and a.node is binding.statement)
+    ]
+    if not assignments:
+        return None
+    for assignment in assignments:
+        if not isinstance(assignment, ImportAssignment):
+            return False
+        targets = _import_targets(assignment.node, file)
+        if not any(local == name and target in NEW_QUALNAMES for _, local, target in targets):
+            return False
+    return True
+
+
+def _free_alias(scopes: list[Scope]) -> str:
+    candidate, n = FALLBACK_ALIAS, 1
+    while any(scope[candidate] for scope in scopes):
+        n += 1
+        candidate = f"{FALLBACK_ALIAS}{n}"
+    return candidate
+
+
+def analyse(wrapper: MetadataWrapper, file: FileContext) -> Analysis:
+    """Find the bindings of vLLM's removed class and decide what each one becomes."""
+    analysis = Analysis()
+    scopes = [s for s in dict.fromkeys(wrapper.resolve(ScopeProvider).values()) if s is not None]
+    for scope in scopes:
+        for assignment in scope.assignments:
+            if not isinstance(assignment, ImportAssignment):
+                if assignment.name == OLD_CLASS:
+                    analysis.defines_own = True
+                continue
+            statement = assignment.node
+            for alias, local, target in _import_targets(statement, file):
+                if local != assignment.name:
+                    continue
+                refs = tuple(access.node for access in assignment.references)
+                binding = Binding(alias, statement, scope, local, target, refs)
+                if target in OLD_QUALNAMES:
+                    analysis.classes.append(binding)
+                elif target in OLD_MODULES:
+                    analysis.old_modules.append(binding)
+                elif _is_prefix_of_class(target):
+                    analysis.packages.append(binding)
+                elif local == OLD_CLASS:
+                    analysis.defines_own = True
+                if target in NEW_QUALNAMES:
+                    analysis.fused_refs.update(id(ref) for ref in refs)
+    for binding in analysis.classes:
+        analysis.new_local[id(binding.alias)] = _new_local(binding, scopes, file)
+    return analysis
+
+
+def _new_local(binding: Binding, scopes: list[Scope], file: FileContext) -> str | None:
+    if binding.local not in (OLD_CLASS, NEW_CLASS):
+        return binding.local  # an alias of the user's choosing is kept: `... as SFM`
+    bound = _vllm_fused_moe_bound(binding, NEW_CLASS, file)
+    if bound is True:
+        return None  # `FusedMoE` is already vLLM's here: drop the alias, never bind it twice
+    if bound is False:
+        return _free_alias(scopes)  # `FusedMoE` is the project's own: don't shadow it
+    return NEW_CLASS
+
+
+def attribute_head(node: cst.CSTNode) -> cst.Name | None:
+    """The leftmost ``Name`` of a dotted ``a.b.c`` chain, or None for anything else."""
+    while isinstance(node, cst.Attribute):
+        node = node.value
+    return node if isinstance(node, cst.Name) else None
+
+
+def dotted(name: str) -> cst.Attribute | cst.Name:
+    """A ``Name``/``Attribute`` node for a dotted string."""
+    node: cst.Attribute | cst.Name | None = None
+    for part in name.split("."):
+        node = cst.Name(part) if node is None else cst.Attribute(value=node, attr=cst.Name(part))
+    assert node is not None
+    return node

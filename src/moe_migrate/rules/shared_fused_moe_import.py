@@ -1,0 +1,290 @@
+"""shared-fused-moe-import: import vLLM's ``FusedMoE`` wherever ``SharedFusedMoE`` was imported."""
+
+from __future__ import annotations
+
+import libcst as cst
+from libcst.helpers import get_full_name_for_node
+
+from moe_migrate.codemod.context import FileContext
+from moe_migrate.codemod.rule import Flagged, Rewrite, Rule, Unchanged
+from moe_migrate.rules._vllm import (
+    NEW_CLASS,
+    OLD_CLASS,
+    OLD_MODULES,
+    PACKAGE,
+    Analysis,
+    analyse,
+    dotted,
+    in_fused_moe_package,
+)
+
+_PKG_PARENT, _, _PKG_LEAF = PACKAGE.rpartition(".")
+
+
+class SharedFusedMoeImport(Rule):
+    """Import vLLM's `FusedMoE` wherever `SharedFusedMoE` or its module was imported.
+
+    Why: vLLM removed `SharedFusedMoE` (PR #35782). `FusedMoE` takes `shared_experts=` itself,
+    the package `vllm.model_executor.layers.fused_moe` no longer exports the old name, and the
+    module `vllm.model_executor.layers.fused_moe.shared_fused_moe` is gone, so every import of
+    the class or its module fails on upgrade.
+
+    Fix safety: safe. The import is merged with what the scope already imports, so a name is
+    never bound twice; an alias of the user's choosing is kept; a block of sorted names stays
+    sorted; if `FusedMoE` already names something else in the file, vLLM's class is imported
+    as `VllmFusedMoE`. An import of the old module object is rewritten with its uses; if the
+    module is used for anything but the class, it is reported instead. Always runs together
+    with `shared-fused-moe-reference`, which renames the uses.
+    """
+
+    ID = "shared-fused-moe-import"
+    EXAMPLES = (
+        Rewrite(
+            "from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n",
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n",
+            "from the package",
+        ),
+        Rewrite(
+            "from vllm.model_executor.layers.fused_moe.shared_fused_moe import SharedFusedMoE\n",
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n",
+            "from the deleted module",
+        ),
+        Rewrite(
+            "from vllm.model_executor.layers.fused_moe import FusedMoE, SharedFusedMoE\n",
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n",
+            "merged with an existing import",
+        ),
+        Rewrite(
+            "from vllm.model_executor.layers.fused_moe import (\n"
+            "    GateLinear,\n"
+            "    RoutingMethodType,\n"
+            "    SharedFusedMoE,\n"
+            ")\n",
+            "from vllm.model_executor.layers.fused_moe import (\n"
+            "    FusedMoE,\n"
+            "    GateLinear,\n"
+            "    RoutingMethodType,\n"
+            ")\n",
+            "a sorted block stays sorted",
+        ),
+        Rewrite(
+            "from vllm.model_executor.layers.fused_moe import SharedFusedMoE as SFM\n",
+            "from vllm.model_executor.layers.fused_moe import FusedMoE as SFM\n",
+            "an alias is kept",
+        ),
+        Rewrite(
+            "import vllm.model_executor.layers.fused_moe.shared_fused_moe as sfm\n"
+            "layer = sfm.SharedFusedMoE\n",
+            "import vllm.model_executor.layers.fused_moe as sfm\n"
+            "layer = sfm.FusedMoE\n",
+            "the module object, with its uses",
+        ),
+        Flagged(
+            "import vllm.model_executor.layers.fused_moe.shared_fused_moe as sfm\n"
+            "fn = sfm.tensor_model_parallel_all_reduce\n",
+            lines=(1,),
+            note="the deleted module used for something else",
+        ),
+        Unchanged(
+            "from vllm_ascend.ops.fused_moe import SharedFusedMoE\n",
+            "a plugin's own class of that name",
+        ),
+        Unchanged(
+            "from vllm.model_executor.layers.fused_moe import AscendSharedFusedMoE\n",
+            "a name that merely contains it",
+        ),
+    )
+
+    @classmethod
+    def applies_to(cls, file: FileContext) -> bool:
+        # vLLM's own package is rewritten by the tree-level removal, never by a rename that
+        # could make the package import itself.
+        return not in_fused_moe_package(file)
+
+    def visit_Module(self, node: cst.Module) -> None:
+        analysis = self.shared(analyse)
+        self._removed: set[int] = set()
+        for statement in {id(b.statement): b.statement for b in analysis.classes}.values():
+            if isinstance(statement, cst.ImportFrom):
+                self._rewrite_class_import(statement, analysis)
+        self._module_renames = _old_module_uses(node, analysis)
+        for binding in analysis.old_modules:
+            uses = self._module_renames.get(id(binding.alias))
+            if uses is None:
+                self.flag(
+                    binding.statement,
+                    f"`{binding.local}` is vLLM's deleted module `{binding.target}`, used here "
+                    f"for more than `{OLD_CLASS}`.",
+                    fix=f"Import what else you use from where it lives now, and `{NEW_CLASS}` "
+                    f"from `{PACKAGE}`.",
+                )
+                continue
+            self._rewrite_module_import(binding.statement, binding.alias)
+            for attribute in uses:
+                self.replace(attribute.attr, cst.Name(NEW_CLASS))
+
+    def visit_Import(self, node: cst.Import) -> None:
+        # `import vllm...shared_fused_moe` (no alias) binds `vllm`; its uses are chains the
+        # reference rule rewrites, the import itself must name a module that still exists.
+        for alias in node.names:
+            if alias.asname is None and get_full_name_for_node(alias.name) in OLD_MODULES:
+                self.replace(alias.name, dotted(PACKAGE))
+
+    def visit_If(self, node: cst.If) -> None:
+        # `if TYPE_CHECKING:` that only imported the class goes, rather than keep a bare `pass`.
+        body = node.body
+        if node.orelse is None and isinstance(body, cst.IndentedBlock) and body.body:
+            if all(self._line_removed(line) for line in body.body):
+                self.remove(node)
+
+    def _line_removed(self, line: cst.BaseStatement) -> bool:
+        return isinstance(line, cst.SimpleStatementLine) and all(
+            id(small) in self._removed for small in line.body
+        )
+
+    def _rewrite_class_import(self, statement: cst.ImportFrom, analysis: Analysis) -> None:
+        assert not isinstance(statement.names, cst.ImportStar)
+        module = get_full_name_for_node(statement.module) if statement.module else None
+        absolute = self.file.resolve_relative(len(statement.relative), module)
+        from_old_module = absolute in OLD_MODULES
+        plan: list[tuple[cst.ImportAlias, str | None, str | None]] = []  # alias, name, asname
+        for alias in statement.names:
+            name = get_full_name_for_node(alias.name) or ""
+            asname = get_full_name_for_node(alias.asname.name) if alias.asname else None
+            if id(alias) in analysis.new_local:
+                local = analysis.new_local[id(alias)]
+                if local is None:
+                    plan.append((alias, None, None))
+                    continue
+                plan.append((alias, NEW_CLASS, None if local == NEW_CLASS else local))
+            elif from_old_module and name != NEW_CLASS:
+                self.flag(
+                    alias,
+                    f"`{name}` is imported from vLLM's deleted module `{absolute}`.",
+                    fix=f"Import `{name}` from where it is defined.",
+                )
+                return
+            else:
+                plan.append((alias, name, asname))
+        # Two slots that would both bind `FusedMoE` keep the first.
+        plain = [i for i, e in enumerate(plan) if e[1:] == (NEW_CLASS, None)]
+        for i in plain[1:]:
+            plan[i] = (plan[i][0], None, None)
+        kept = [entry for entry in plan if entry[1] is not None]
+        if not kept:
+            self._removed.add(id(statement))
+            self.remove(statement)
+            return
+        new_module = self._package_module(statement) if from_old_module else None
+
+        def edit(updated: cst.CSTNode) -> cst.CSTNode:
+            assert isinstance(updated, cst.ImportFrom)
+            names = _apply_plan(list(updated.names), plan, kept)  # type: ignore[arg-type]
+            changes: dict[str, object] = {"names": names}
+            if new_module is not None:
+                changes["module"] = new_module
+            return updated.with_changes(**changes)
+
+        self.replace(statement, edit)
+
+    def _package_module(self, statement: cst.ImportFrom) -> cst.Attribute | cst.Name:
+        """The ``module`` of ``statement`` pointed at the package, relative if it was."""
+        if not statement.relative:
+            return dotted(PACKAGE)
+        module = get_full_name_for_node(statement.module) if statement.module else ""
+        # `from ..layers.fused_moe.shared_fused_moe import X` -> `from ..layers.fused_moe import X`
+        parent = module.rpartition(".")[0] if module and "." in module else None
+        if module.endswith("shared_fused_moe") and parent and parent.endswith(_PKG_LEAF):
+            return dotted(parent)
+        return dotted(PACKAGE)
+
+    def _rewrite_module_import(
+        self, statement: cst.Import | cst.ImportFrom, alias: cst.ImportAlias
+    ) -> None:
+        if isinstance(statement, cst.Import):
+            self.replace(alias.name, dotted(PACKAGE))
+            return
+        if len(statement.names) != 1 or statement.relative:  # type: ignore[arg-type]
+            self.flag(
+                statement,
+                f"This import brings in vLLM's deleted module `{OLD_MODULES[0]}` together with "
+                "other names.",
+                fix=f"Split it, then import `{_PKG_LEAF}` from `{_PKG_PARENT}`.",
+            )
+            return
+        local = alias.asname if alias.asname else cst.AsName(name=cst.Name(str(alias.name.value)))
+        self.replace(
+            statement,
+            lambda updated: updated.with_changes(
+                module=dotted(_PKG_PARENT),
+                names=[alias.with_changes(name=cst.Name(_PKG_LEAF), asname=local)],
+            ),
+        )
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    """ruff/isort's default order of names in a from-import: CONSTANTS, Classes, functions."""
+    kind = 0 if name.isupper() and len(name) > 1 else 1 if name[:1].isupper() else 2
+    return (kind, name)
+
+
+def _apply_plan(
+    slots: list[cst.ImportAlias],
+    plan: list[tuple[cst.ImportAlias, str | None, str | None]],
+    kept: list[tuple[cst.ImportAlias, str | None, str | None]],
+) -> list[cst.ImportAlias]:
+    """The statement's aliases after the plan: dropped slots go, the rest keep their commas.
+
+    Names are written into the existing slots (so every comma, comment and line break stays
+    where it was); if the names were in isort order before, they are put back in order.
+    """
+    before = [(get_full_name_for_node(a.name) or "") for a in slots]
+    was_sorted = before == sorted(before, key=_isort_key)
+    kept_ids = {id(entry[0]) for entry in kept}
+    survivors = [slot for slot, entry in zip(slots, plan) if id(entry[0]) in kept_ids]
+    values = [(name, asname) for _, name, asname in kept]
+    if was_sorted:
+        values.sort(key=lambda v: _isort_key(v[0] or ""))
+    last_comma = slots[-1].comma
+    out = []
+    for i, (slot, (name, asname)) in enumerate(zip(survivors, values)):
+        new = slot.with_changes(
+            name=cst.Name(name or ""),
+            asname=cst.AsName(name=cst.Name(asname)) if asname else None,
+        )
+        if asname and slot.asname is not None:
+            new = new.with_changes(asname=slot.asname.with_changes(name=cst.Name(asname)))
+        if i == len(survivors) - 1:
+            new = new.with_changes(comma=last_comma)
+        out.append(new)
+    return out
+
+
+class _AttributeUses(cst.CSTVisitor):
+    """Collects ``m.<attr>`` for heads in ``heads``, and heads used any other way."""
+
+    def __init__(self, heads: dict[int, int]) -> None:
+        super().__init__()
+        self.heads = heads
+        self.uses: dict[int, list[cst.Attribute]] = {}
+        self.seen: set[int] = set()
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        head = node.value
+        if id(head) in self.heads and node.attr.value == OLD_CLASS:
+            self.uses.setdefault(self.heads[id(head)], []).append(node)
+            self.seen.add(id(head))
+
+
+def _old_module_uses(module: cst.Module, analysis: Analysis) -> dict[int, list[cst.Attribute]]:
+    """id(alias) -> its ``m.SharedFusedMoE`` uses, for old-module bindings used only that way."""
+    if not analysis.old_modules:
+        return {}
+    heads = {id(ref): id(b.alias) for b in analysis.old_modules for ref in b.references}
+    visitor = _AttributeUses(heads)
+    module.visit(visitor)
+    out = {}
+    for binding in analysis.old_modules:
+        if all(id(ref) in visitor.seen for ref in binding.references):
+            out[id(binding.alias)] = visitor.uses.get(id(binding.alias), [])
+    return out

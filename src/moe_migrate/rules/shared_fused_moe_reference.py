@@ -1,0 +1,246 @@
+"""shared-fused-moe-reference: every use of vLLM's ``SharedFusedMoE`` becomes ``FusedMoE``."""
+
+from __future__ import annotations
+
+import re
+
+import libcst as cst
+from libcst.helpers import get_full_name_for_node
+
+from moe_migrate.codemod.context import FileContext
+from moe_migrate.codemod.rule import Rewrite, Rule, Unchanged
+from moe_migrate.rules._vllm import (
+    NEW_CLASS,
+    NEW_QUALNAME,
+    NEW_QUALNAMES,
+    OLD_CLASS,
+    OLD_QUALNAMES,
+    Analysis,
+    Binding,
+    analyse,
+    attribute_head,
+    dotted,
+    in_fused_moe_package,
+)
+
+_IMPORT = "from vllm.model_executor.layers.fused_moe import FusedMoE, SharedFusedMoE\n"
+_IMPORT_AFTER = "from vllm.model_executor.layers.fused_moe import FusedMoE\n"
+
+# "FusedMoE or SharedFusedMoE" and friends name one class once the two are one.
+_PAIR = re.compile(
+    rf"\b(?:{NEW_CLASS}\s*(?:or|and|/|,|\|)\s*{OLD_CLASS}|{OLD_CLASS}\s*(?:or|and|/|,|\|)\s*{NEW_CLASS})\b"
+)
+_WORD = re.compile(rf"\b{OLD_CLASS}\b")
+# A comment that is code someone switched off: left as it was written.
+_CODE_LIKE = re.compile(
+    rf"^\s*(?:[\w.]+\s*(?::[^=]+)?=(?!=)|from\s+[\w.]+\s+import\b|import\s+[\w.]|return\b|class\s+\w+\s*\(|def\s+\w+\s*\()"
+    rf"|\b{OLD_CLASS}\s*\("
+)
+
+
+def rewrite_prose(text: str) -> str:
+    """``text`` with vLLM's removed class named as ``FusedMoE``, staying true."""
+    return _WORD.sub(NEW_CLASS, _PAIR.sub(NEW_CLASS, text))
+
+
+def _is_commented_out_code(comment: str) -> bool:
+    return bool(_CODE_LIKE.search(comment.lstrip("#")))
+
+
+class SharedFusedMoeReference(Rule):
+    """Name vLLM's `FusedMoE` wherever code refers to `SharedFusedMoE`.
+
+    Why: vLLM removed `SharedFusedMoE`; `FusedMoE` is the same layer and takes
+    `shared_experts=` itself. Every call, classmethod (`make_expert_params_mapping`), base
+    class, annotation (also inside strings, `X | None`, `Optional[X]`, generics) and
+    `isinstance` check that names the old class fails on upgrade.
+
+    Fix safety: safe where the target's `SharedFusedMoE` was the thin subclass vLLM removed
+    (forward only returning `super().forward(...)`). Names are matched by the import that
+    binds them, so a project's own class called `SharedFusedMoE` is left alone. A tuple or
+    union that would name `FusedMoE` twice keeps one. Comments and docstrings are updated so
+    they stay true ("FusedMoE or SharedFusedMoE" becomes "FusedMoE") in files that use the
+    class and everywhere in vLLM's own tree; commented-out code, log strings and files that
+    define their own `SharedFusedMoE` are left as they are.
+    """
+
+    ID = "shared-fused-moe-reference"
+    EXAMPLES = (
+        Rewrite(
+            _IMPORT + "experts = SharedFusedMoE(shared_experts=mlp, num_experts=8)\n",
+            _IMPORT_AFTER + "experts = FusedMoE(shared_experts=mlp, num_experts=8)\n",
+            "a call",
+        ),
+        Rewrite(
+            _IMPORT + "mapping = SharedFusedMoE.make_expert_params_mapping(model)\n",
+            _IMPORT_AFTER + "mapping = FusedMoE.make_expert_params_mapping(model)\n",
+            "a classmethod",
+        ),
+        Rewrite(
+            _IMPORT + "def get(self) -> 'SharedFusedMoE | None':\n    return self.experts\n",
+            _IMPORT_AFTER + "def get(self) -> 'FusedMoE | None':\n    return self.experts\n",
+            "a string annotation",
+        ),
+        Rewrite(
+            _IMPORT + "layers: list[SharedFusedMoE] = []\n",
+            _IMPORT_AFTER + "layers: list[FusedMoE] = []\n",
+            "a subscripted annotation",
+        ),
+        Rewrite(
+            _IMPORT + "ok = isinstance(m, (FusedMoE, SharedFusedMoE))\n",
+            _IMPORT_AFTER + "ok = isinstance(m, FusedMoE)\n",
+            "isinstance keeps one FusedMoE",
+        ),
+        Rewrite(
+            _IMPORT + "# source_layer is FusedMoE or SharedFusedMoE\nx = SharedFusedMoE\n",
+            _IMPORT_AFTER + "# source_layer is FusedMoE\nx = FusedMoE\n",
+            "a comment stays true",
+        ),
+        Unchanged(
+            "class SharedFusedMoE:\n    pass\n\n# SharedFusedMoE is ours\nx = SharedFusedMoE()\n",
+            "a project's own class",
+        ),
+        Unchanged(
+            _IMPORT_AFTER + "logger.info('SharedFusedMoE is gone')\n",
+            "text in a log message",
+        ),
+        Unchanged(
+            "from vllm_ascend.ops import AscendSharedFusedMoE\nx = AscendSharedFusedMoE()\n",
+            "a name that merely contains it",
+        ),
+    )
+
+    @classmethod
+    def applies_to(cls, file: FileContext) -> bool:
+        return not in_fused_moe_package(file)
+
+    def visit_Module(self, node: cst.Module) -> None:
+        analysis = self.shared(analyse)
+        self._analysis = analysis
+        #: id(ref) -> the name it becomes
+        self._renames: dict[int, tuple[str, str]] = {}
+        for binding in analysis.classes:
+            new = analysis.new_local.get(id(binding.alias), NEW_CLASS) or NEW_CLASS
+            if new != binding.local:
+                for ref in binding.references:
+                    self._renames[id(ref)] = (binding.local, new)
+        self._packages: dict[int, Binding] = {
+            id(ref): b for b in analysis.packages for ref in b.references
+        }
+        self._prose = not analysis.defines_own and (
+            analysis.uses_vllm_class or (self.file.module or "").startswith("vllm.")
+        )
+        self._docstring(node)
+
+    # -- names -------------------------------------------------------------------------------
+
+    def visit_Name(self, node: cst.Name) -> None:
+        rename = self._renames.get(id(node))
+        if rename is not None:
+            self.replace(node, cst.Name(rename[1]))
+
+    def visit_SimpleString(self, node: cst.SimpleString) -> None:
+        # A string annotation: the scope analysis records the string itself as the reference.
+        rename = self._renames.get(id(node))
+        if rename is not None:
+            old, new = rename
+            value = re.sub(rf"\b{re.escape(old)}\b", new, node.value)
+            self.replace(node, node.with_changes(value=value))
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        head = attribute_head(node)
+        binding = self._packages.get(id(head)) if head is not None else None
+        if binding is None:
+            return
+        name = get_full_name_for_node(node) or ""
+        qualified = binding.target + name[len(binding.local) :]
+        if qualified in OLD_QUALNAMES:
+            self.replace(node, dotted(binding.local + NEW_QUALNAME[len(binding.target) :]))
+
+    # -- one FusedMoE, not two ---------------------------------------------------------------
+
+    def _is_fused_moe(self, node: cst.BaseExpression) -> tuple[bool, bool]:
+        """(names vLLM's FusedMoE after the migration, named SharedFusedMoE before)."""
+        if id(node) in self._renames:
+            return True, True
+        if isinstance(node, cst.Name):
+            if id(node) in self._analysis.fused_refs:
+                return True, False
+            return False, False
+        head = attribute_head(node)
+        binding = self._packages.get(id(head)) if head is not None else None
+        if binding is None:
+            return False, False
+        name = get_full_name_for_node(node) or ""
+        qualified = binding.target + name[len(binding.local) :]
+        return qualified in OLD_QUALNAMES | NEW_QUALNAMES, qualified in OLD_QUALNAMES
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if not (isinstance(node.func, cst.Name) and node.func.value in ("isinstance", "issubclass")):
+            return
+        if len(node.args) != 2 or not isinstance(node.args[1].value, cst.Tuple):
+            return
+        types = node.args[1].value
+        keep = self._dedupe([element.value for element in types.elements])
+        if keep is None:
+            return
+        if len(keep) == 1:
+            only = keep[0]
+            self.replace(types, lambda updated: updated.elements[only].value)  # type: ignore[attr-defined]
+        else:
+            self.replace(types, lambda updated: _keep_elements(updated, keep))
+
+    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
+        # `FusedMoE | SharedFusedMoE` in an annotation.
+        if not isinstance(node.operator, cst.BitOr):
+            return
+        keep = self._dedupe([node.left, node.right])
+        if keep is not None:
+            side = "left" if keep == [0] else "right"
+            self.replace(node, lambda updated: getattr(updated, side))
+
+    def _dedupe(self, items: list[cst.BaseExpression]) -> list[int] | None:
+        """Indices to keep so vLLM's FusedMoE appears once; None when nothing repeats."""
+        seen = [(i, *self._is_fused_moe(item)) for i, item in enumerate(items)]
+        fused = [(i, was_old) for i, is_fused, was_old in seen if is_fused]
+        if len(fused) < 2 or not any(was_old for _, was_old in fused):
+            return None
+        first = fused[0][0]
+        dropped = {i for i, _ in fused if i != first}
+        return [i for i in range(len(items)) if i not in dropped]
+
+    # -- prose -------------------------------------------------------------------------------
+
+    def visit_Comment(self, node: cst.Comment) -> None:
+        if not self._prose or not _WORD.search(node.value) or _is_commented_out_code(node.value):
+            return
+        self.replace(node, node.with_changes(value=rewrite_prose(node.value)))
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self._docstring(node)
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._docstring(node)
+
+    def _docstring(self, node: cst.Module | cst.ClassDef | cst.FunctionDef) -> None:
+        if not self._prose:
+            return
+        body = node.body if isinstance(node, cst.Module) else node.body.body
+        if not body or not isinstance(body[0], cst.SimpleStatementLine):
+            return
+        first = body[0].body[0] if body[0].body else None
+        if not (isinstance(first, cst.Expr) and isinstance(first.value, cst.SimpleString)):
+            return
+        string = first.value
+        if _WORD.search(string.value):
+            self.replace(string, lambda updated: updated.with_changes(value=rewrite_prose(updated.value)))
+
+
+def _keep_elements(types: cst.Tuple, keep: list[int]) -> cst.Tuple:
+    elements = list(types.elements)
+    last_comma = elements[-1].comma
+    out = [elements[i] for i in keep]
+    out[-1] = out[-1].with_changes(comma=last_comma)
+    return types.with_changes(elements=out)
+
+
