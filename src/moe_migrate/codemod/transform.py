@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import traceback
 from typing import Sequence
 
@@ -37,15 +38,19 @@ def _parse(source: bytes, path: str) -> cst.Module | Failed:
     try:
         return cst.parse_module(source)
     except cst.ParserSyntaxError as error:
+        # The native parser's own "error at L:C" is more precise than raw_line/raw_column.
+        where = re.search(r"error at (\d+):(\d+): ", error.message)
+        line, column = (int(where[1]), int(where[2]) + 1) if where else (error.raw_line, error.raw_column + 1)
+        detail = error.message[where.end() :] if where else error.message
         return Failed(
             path,
             "parse",
-            f"syntax error at line {error.raw_line}, column {error.raw_column + 1}: "
-            f"{error.message}. Fix the file or pass --exclude for it.",
+            f"syntax error at line {line}, column {column}: {detail}. "
+            "Fix the file, or pass --exclude for it.",
         )
     except (UnicodeError, LookupError, SyntaxError, ValueError) as error:
         # LookupError: an unknown coding declaration; ValueError: e.g. NUL bytes.
-        return Failed(path, "parse", f"cannot decode: {error}. Fix the file or pass --exclude for it.")
+        return Failed(path, "parse", f"cannot decode: {error}. Fix the file, or pass --exclude for it.")
 
 
 def migrate_source(

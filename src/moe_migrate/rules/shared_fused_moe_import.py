@@ -175,28 +175,23 @@ class SharedFusedMoeImport(Rule):
             self._removed.add(id(statement))
             self.remove(statement)
             return
-        new_module = self._package_module(statement) if from_old_module else None
+        new_module = self._package_module(statement) if from_old_module else {}
 
         def edit(updated: cst.CSTNode) -> cst.CSTNode:
             assert isinstance(updated, cst.ImportFrom)
             names = _apply_plan(list(updated.names), plan, kept)  # type: ignore[arg-type]
-            changes: dict[str, object] = {"names": names}
-            if new_module is not None:
-                changes["module"] = new_module
-            return updated.with_changes(**changes)
+            return updated.with_changes(names=names, **new_module)
 
         self.replace(statement, edit)
 
-    def _package_module(self, statement: cst.ImportFrom) -> cst.Attribute | cst.Name:
-        """The ``module`` of ``statement`` pointed at the package, relative if it was."""
-        if not statement.relative:
-            return dotted(PACKAGE)
-        module = get_full_name_for_node(statement.module) if statement.module else ""
-        # `from ..layers.fused_moe.shared_fused_moe import X` -> `from ..layers.fused_moe import X`
-        parent = module.rpartition(".")[0] if module and "." in module else None
-        if module.endswith("shared_fused_moe") and parent and parent.endswith(_PKG_LEAF):
-            return dotted(parent)
-        return dotted(PACKAGE)
+    def _package_module(self, statement: cst.ImportFrom) -> dict[str, object]:
+        """Changes that point ``statement`` at the package, relative if it was and can stay so."""
+        if statement.relative:
+            # `from ..layers.shared_fused_moe import X` -> `from ..layers.fused_moe import X`
+            base = self.file.resolve_relative(len(statement.relative), None)
+            if base is not None and PACKAGE.startswith(base + "."):
+                return {"module": dotted(PACKAGE[len(base) + 1 :])}
+        return {"module": dotted(PACKAGE), "relative": ()}
 
     def _rewrite_module_import(
         self, statement: cst.Import | cst.ImportFrom, alias: cst.ImportAlias
@@ -241,23 +236,43 @@ def _apply_plan(
     before = [(get_full_name_for_node(a.name) or "") for a in slots]
     was_sorted = before == sorted(before, key=_isort_key)
     kept_ids = {id(entry[0]) for entry in kept}
-    survivors = [slot for slot, entry in zip(slots, plan) if id(entry[0]) in kept_ids]
+    survivors: list[cst.ImportAlias] = []
+    for index, (slot, entry) in enumerate(zip(slots, plan)):
+        if id(entry[0]) in kept_ids:
+            survivors.append(slot)
+        elif survivors:
+            last = not any(id(e[0]) in kept_ids for e in plan[index + 1 :])
+            survivors[-1] = survivors[-1].with_changes(
+                comma=_merge_commas(survivors[-1].comma, slot.comma, last)
+            )
     values = [(name, asname) for _, name, asname in kept]
     if was_sorted:
         values.sort(key=lambda v: _isort_key(v[0] or ""))
-    last_comma = slots[-1].comma
     out = []
-    for i, (slot, (name, asname)) in enumerate(zip(survivors, values)):
-        new = slot.with_changes(
-            name=cst.Name(name or ""),
-            asname=cst.AsName(name=cst.Name(asname)) if asname else None,
-        )
-        if asname and slot.asname is not None:
-            new = new.with_changes(asname=slot.asname.with_changes(name=cst.Name(asname)))
-        if i == len(survivors) - 1:
-            new = new.with_changes(comma=last_comma)
-        out.append(new)
+    for slot, (name, asname) in zip(survivors, values):
+        new_asname = None
+        if asname:
+            new_asname = (slot.asname or cst.AsName(name=cst.Name(asname))).with_changes(
+                name=cst.Name(asname)
+            )
+        out.append(slot.with_changes(name=cst.Name(name or ""), asname=new_asname))
     return out
+
+
+def _merge_commas(kept, removed, removed_was_last: bool):  # type: ignore[no-untyped-def]
+    """The comma of the slot before a removed one.
+
+    Across lines it keeps its own end-of-line comment and takes the removed slot's line break
+    onward (comments above a removed name go with it); on one line the removed slot's comma
+    ends the list if it was last.
+    """
+    kept_ws = getattr(kept, "whitespace_after", None)
+    removed_ws = getattr(removed, "whitespace_after", None)
+    if isinstance(kept_ws, cst.ParenthesizedWhitespace) and isinstance(
+        removed_ws, cst.ParenthesizedWhitespace
+    ):
+        return kept.with_changes(whitespace_after=removed_ws.with_changes(first_line=kept_ws.first_line))
+    return removed if removed_was_last else kept
 
 
 class _AttributeUses(cst.CSTVisitor):

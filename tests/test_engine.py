@@ -1,0 +1,120 @@
+"""migrate_source and build_plan, without the CLI."""
+
+from __future__ import annotations
+
+import libcst as cst
+import pytest
+
+from moe_migrate.codemod.context import FileContext
+from moe_migrate.codemod.outcomes import Changed, Failed, Unchanged
+from moe_migrate.codemod.rule import Rule
+from moe_migrate.codemod.run import build_plan
+from moe_migrate.codemod.testing import run
+from moe_migrate.codemod.transform import migrate_source
+
+IMPORT = b"from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n"
+
+
+class Crashes(Rule):
+    """A rule that crashes. Why: tests. Fix safety: none."""
+
+    ID = "crashes"
+
+    def visit_Name(self, node: cst.Name) -> None:
+        raise RuntimeError("boom")
+
+
+def test_parse_error_is_a_failed_outcome(all_rules) -> None:
+    outcome = run(all_rules, b"print 'python 2'\nSharedFusedMoE\n")
+    assert isinstance(outcome, Failed) and outcome.stage == "parse"
+    assert "syntax error at line 1" in outcome.message
+
+
+def test_rule_crash_is_a_failed_outcome_not_an_exception() -> None:
+    outcome = migrate_source(b"x = 1\n", [Crashes], FileContext("a.py"))
+    assert isinstance(outcome, Failed) and outcome.stage == "rule"
+    assert "boom" in outcome.message and "RuntimeError" in (outcome.traceback or "")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [b"\xff\xfe not utf-8 SharedFusedMoE\n", b"# -*- coding: klingon -*-\nSharedFusedMoE\n"],
+    ids=["undecodable", "unknown-coding"],
+)
+def test_undecodable_is_a_failed_outcome(source: bytes, all_rules) -> None:
+    outcome = run(all_rules, source)
+    assert isinstance(outcome, Failed) and outcome.stage == "parse"
+
+
+def test_nothing_to_do_is_unchanged(all_rules) -> None:
+    assert isinstance(run(all_rules, b"x = 1\n"), Unchanged)
+
+
+def test_rules_skip_vllms_own_fused_moe_package(all_rules) -> None:
+    context = FileContext(
+        "vllm/model_executor/layers/fused_moe/__init__.py",
+        "vllm.model_executor.layers.fused_moe",
+        True,
+    )
+    source = b"from .shared_fused_moe import SharedFusedMoE\n__all__ = ['SharedFusedMoE']\n"
+    assert isinstance(migrate_source(source, all_rules, context), Unchanged)
+
+
+def test_fresh_rule_instance_per_file(all_rules) -> None:
+    first = run(all_rules, IMPORT + b"a = SharedFusedMoE\n")
+    second = run(all_rules, b"class SharedFusedMoE: ...\n# SharedFusedMoE here is ours\n")
+    assert isinstance(first, Changed) and isinstance(second, Unchanged)
+
+
+def test_local_fused_moe_is_not_shadowed(all_rules) -> None:
+    source = IMPORT + b"from my_plugin import FusedMoE\nx = SharedFusedMoE(); y = FusedMoE()\n"
+    outcome = run(all_rules, source)
+    assert isinstance(outcome, Changed)
+    assert outcome.after == (
+        b"from vllm.model_executor.layers.fused_moe import FusedMoE as VllmFusedMoE\n"
+        b"from my_plugin import FusedMoE\nx = VllmFusedMoE(); y = FusedMoE()\n"
+    )
+
+
+def test_relative_import_in_a_vllm_tree(all_rules) -> None:
+    context = FileContext("vllm/model_executor/models/m.py", "vllm.model_executor.models.m")
+    source = b"from ..layers.fused_moe.shared_fused_moe import SharedFusedMoE\nx = SharedFusedMoE\n"
+    outcome = migrate_source(source, all_rules, context)
+    assert isinstance(outcome, Changed)
+    assert outcome.after == b"from ..layers.fused_moe import FusedMoE\nx = FusedMoE\n"
+
+
+def test_type_checking_block_that_only_held_the_import_goes(all_rules) -> None:
+    source = (
+        b"from typing import TYPE_CHECKING\n"
+        b"from vllm.model_executor.layers.fused_moe import FusedMoE\n"
+        b"if TYPE_CHECKING:\n"
+        b"    from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n"
+        b"x: 'SharedFusedMoE'\n"
+    )
+    outcome = run(all_rules, source)
+    assert isinstance(outcome, Changed)
+    assert outcome.after == (
+        b"from typing import TYPE_CHECKING\n"
+        b"from vllm.model_executor.layers.fused_moe import FusedMoE\n"
+        b"x: 'FusedMoE'\n"
+    )
+
+
+def test_build_plan_prefilters_and_sorts(tmp_path) -> None:
+    for name in ("b.py", "a.py", "c.py"):
+        (tmp_path / name).write_bytes(IMPORT + b"x = SharedFusedMoE\n")
+    (tmp_path / "untouched.py").write_bytes(b"x = 1\n")
+    plan = build_plan([tmp_path], ["shared-fused-moe-import", "shared-fused-moe-reference"], jobs=1)
+    assert [o.path for o in plan.outcomes] == ["a.py", "b.py", "c.py"]
+    assert plan.scanned == 4
+
+
+def test_prefilter_off_gives_the_same_plan(tmp_path) -> None:
+    from conftest import FIXTURES
+
+    ids = ["shared-fused-moe-import", "shared-fused-moe-reference"]
+    fast = build_plan([FIXTURES / "vllm-mini"], ids, jobs=1)
+    full = build_plan([FIXTURES / "vllm-mini"], ids, jobs=1, prefilter=False)
+    assert fast.edits == full.edits
+    assert fast.findings == full.findings
