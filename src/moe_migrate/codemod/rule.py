@@ -71,6 +71,8 @@ class FileState:
     edits: dict[int, tuple[cst.CSTNode, list[tuple[str, Edit]]]] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     memo: dict[Callable[..., object], object] = field(default_factory=dict)
+    #: ``from M import name [as asname]`` the edits need; added after the edits are applied.
+    imports: list[tuple[str, str, str | None]] = field(default_factory=list)
     _positions: object = None
 
     def position(self, node: cst.CSTNode) -> tuple[int, int, int, int]:
@@ -129,6 +131,17 @@ class Rule(cst.BatchableCSTVisitor):
         edit: Edit = new if callable(new) else (lambda _updated, _new=new: _new)
         entry = self._state.edits.setdefault(id(node), (node, []))
         entry[1].append((self.ID, edit))
+
+    def add_import(self, module: str, name: str, asname: str | None = None) -> None:
+        """Make ``from module import name [as asname]`` available at the top of the file.
+
+        Merged with an existing import of ``module``, never duplicated (see
+        :mod:`moe_migrate.codemod.imports`). The rule is responsible for choosing an
+        ``asname`` that shadows nothing.
+        """
+        entry = (module, name, asname)
+        if entry not in self._state.imports:
+            self._state.imports.append(entry)
 
     def remove(self, node: cst.CSTNode) -> None:
         """Schedule ``node`` for removal from its parent."""

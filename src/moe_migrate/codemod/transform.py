@@ -10,6 +10,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper
 
 from moe_migrate.codemod.context import FileContext
+from moe_migrate.codemod.imports import add_from_import
 from moe_migrate.codemod.outcomes import Changed, Failed, FileOutcome, Unchanged
 from moe_migrate.codemod.rule import FileState, Rule
 
@@ -77,7 +78,10 @@ def migrate_source(
         if not state.edits:
             return Unchanged(path, findings)
         applier = _ApplyEdits(state)
-        after = wrapper.module.visit(applier).bytes
+        module = wrapper.module.visit(applier)
+        for from_module, name, asname in state.imports:
+            module = add_from_import(module, from_module, name, asname)
+        after = module.bytes
     except Exception as error:  # noqa: BLE001 - a rule crash must not take down the run
         return Failed(
             path,

@@ -15,6 +15,7 @@ from libcst.helpers import get_full_name_for_node
 from libcst.metadata import ImportAssignment, MetadataWrapper, Scope, ScopeProvider
 
 from moe_migrate.codemod.context import FileContext
+from moe_migrate.codemod.imports import dotted
 
 PACKAGE = "vllm.model_executor.layers.fused_moe"
 OLD_CLASS = "SharedFusedMoE"
@@ -179,12 +180,3 @@ def attribute_head(node: cst.CSTNode) -> cst.Name | None:
     while isinstance(node, cst.Attribute):
         node = node.value
     return node if isinstance(node, cst.Name) else None
-
-
-def dotted(name: str) -> cst.Attribute | cst.Name:
-    """A ``Name``/``Attribute`` node for a dotted string."""
-    node: cst.Attribute | cst.Name | None = None
-    for part in name.split("."):
-        node = cst.Name(part) if node is None else cst.Attribute(value=node, attr=cst.Name(part))
-    assert node is not None
-    return node

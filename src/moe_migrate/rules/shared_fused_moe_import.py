@@ -6,6 +6,7 @@ import libcst as cst
 from libcst.helpers import get_full_name_for_node
 
 from moe_migrate.codemod.context import FileContext
+from moe_migrate.codemod.imports import isort_key
 from moe_migrate.codemod.rule import Flagged, Rewrite, Rule, Unchanged
 from moe_migrate.rules._vllm import (
     NEW_CLASS,
@@ -217,12 +218,6 @@ class SharedFusedMoeImport(Rule):
         )
 
 
-def _isort_key(name: str) -> tuple[int, str]:
-    """ruff/isort's default order of names in a from-import: CONSTANTS, Classes, functions."""
-    kind = 0 if name.isupper() and len(name) > 1 else 1 if name[:1].isupper() else 2
-    return (kind, name)
-
-
 def _apply_plan(
     slots: list[cst.ImportAlias],
     plan: list[tuple[cst.ImportAlias, str | None, str | None]],
@@ -234,7 +229,7 @@ def _apply_plan(
     where it was); if the names were in isort order before, they are put back in order.
     """
     before = [(get_full_name_for_node(a.name) or "") for a in slots]
-    was_sorted = before == sorted(before, key=_isort_key)
+    was_sorted = before == sorted(before, key=isort_key)
     kept_ids = {id(entry[0]) for entry in kept}
     survivors: list[cst.ImportAlias] = []
     for index, (slot, entry) in enumerate(zip(slots, plan)):
@@ -247,7 +242,7 @@ def _apply_plan(
             )
     values = [(name, asname) for _, name, asname in kept]
     if was_sorted:
-        values.sort(key=lambda v: _isort_key(v[0] or ""))
+        values.sort(key=lambda v: isort_key(v[0] or ""))
     out = []
     for slot, (name, asname) in zip(survivors, values):
         new_asname = None

@@ -1,0 +1,262 @@
+"""moe-class-name-check: class-name tests for vLLM's MoE layer become ``is_moe_layer(x)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libcst as cst
+from libcst.helpers import get_full_name_for_node
+from libcst.metadata import ImportAssignment, Scope, ScopeProvider
+
+from moe_migrate.codemod.rule import Flagged, Rewrite, Rule, Unchanged
+from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS
+
+#: The class names that meant "vLLM's MoE layer" before the removal.
+VLLM_NAMES = frozenset({NEW_CLASS, OLD_CLASS})
+HELPER = "is_moe_layer"
+HELPER_MODULE = "vllm.utils"
+HELPER_ALIAS = "vllm_is_moe_layer"
+
+_BEFORE = (
+    "moe_modules = [\n"
+    "    module\n"
+    "    for module in model.modules()\n"
+    "    if (\n"
+    '        module.__class__.__name__ == "FusedMoE"\n'
+    '        or module.__class__.__name__ == "SharedFusedMoE"\n'
+    "    )\n"
+    "]\n"
+)
+_AFTER = (
+    "from vllm.utils import is_moe_layer\n"
+    "moe_modules = [\n"
+    "    module\n"
+    "    for module in model.modules()\n"
+    "    if is_moe_layer(module)\n"
+    "]\n"
+)
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One comparison of a class name: ``<subject>'s class name [not] in <names>``."""
+
+    subject: cst.BaseExpression
+    names: frozenset[str]
+    negated: bool
+
+
+def _subject(node: cst.BaseExpression) -> cst.BaseExpression | None:
+    """``x`` of ``x.__class__.__name__`` or ``type(x).__name__``."""
+    if not (isinstance(node, cst.Attribute) and node.attr.value == "__name__"):
+        return None
+    inner = node.value
+    if isinstance(inner, cst.Attribute) and inner.attr.value == "__class__":
+        return inner.value
+    if (
+        isinstance(inner, cst.Call)
+        and isinstance(inner.func, cst.Name)
+        and inner.func.value == "type"
+        and len(inner.args) == 1
+        and inner.args[0].keyword is None
+        and not inner.args[0].star
+    ):
+        return inner.args[0].value
+    return None
+
+
+def _string(node: cst.BaseExpression) -> str | None:
+    if isinstance(node, cst.SimpleString):
+        value = node.evaluated_value
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _names(node: cst.BaseExpression) -> frozenset[str] | None:
+    """The names of a literal tuple/list/set of plain strings (f-strings are not names)."""
+    if not isinstance(node, (cst.Tuple, cst.List, cst.Set)):
+        return None
+    names = [_string(element.value) for element in node.elements]
+    if not names or any(n is None or isinstance(e, cst.StarredElement) for n, e in zip(names, node.elements)):
+        return None
+    return frozenset(names)  # type: ignore[arg-type]
+
+
+def parse_check(node: cst.BaseExpression) -> _Check | None:
+    """The class-name check ``node`` makes, or None if it is not one."""
+    if not isinstance(node, cst.Comparison) or len(node.comparisons) != 1:
+        return None
+    target = node.comparisons[0]
+    operator = target.operator
+    if isinstance(operator, (cst.Equal, cst.NotEqual)):
+        for side, other in ((node.left, target.comparator), (target.comparator, node.left)):
+            subject, name = _subject(side), _string(other)
+            if subject is not None and name is not None:
+                return _Check(subject, frozenset({name}), isinstance(operator, cst.NotEqual))
+        return None
+    if isinstance(operator, (cst.In, cst.NotIn)):
+        subject, names = _subject(node.left), _names(target.comparator)
+        if subject is not None and names is not None:
+            return _Check(subject, names, isinstance(operator, cst.NotIn))
+    return None
+
+
+def _operands(node: cst.BooleanOperation) -> list[cst.BaseExpression]:
+    """The flattened operands of ``a or b or c`` (same operator all the way down)."""
+    kind = type(node.operator)
+    out: list[cst.BaseExpression] = []
+    for side in (node.left, node.right):
+        if isinstance(side, cst.BooleanOperation) and isinstance(side.operator, kind) and not side.lpar:
+            out.extend(_operands(side))
+        else:
+            out.append(side)
+    return out
+
+
+class MoeClassNameCheck(Rule):
+    """Test for vLLM's MoE layer with `is_moe_layer(x)`, not by class name.
+
+    Why: vLLM replaced checks such as `x.__class__.__name__ == "FusedMoE" or
+    x.__class__.__name__ == "SharedFusedMoE"` with `is_moe_layer(x)` from `vllm.utils` when
+    it removed `SharedFusedMoE`. A name check that still lists the removed class is dead
+    code at best, and a check for `"FusedMoE"` alone misses subclasses.
+
+    Fix safety: safe for checks whose names are only `"FusedMoE"` and `"SharedFusedMoE"`
+    (`==`, `in` a literal tuple/list/set, either order, `or`-ed together, `type(x).__name__`
+    too); `!=`, `not in` and `not (...)` become `not is_moe_layer(x)`. `is_moe_layer` also
+    accepts subclasses of `FusedMoE`, which is what vLLM itself now does. A check that mixes
+    vLLM's names with others (`("FusedMoE", "AscendFusedMoE")`) is reported, not rewritten:
+    `is_moe_layer` would change its meaning. Other names (`"FusedMoEWithLoRA"`), substring
+    tests and f-strings are left alone. The import `from vllm.utils import is_moe_layer` is
+    merged with an existing one; where the file already binds `is_moe_layer` to something
+    else, it is imported as `vllm_is_moe_layer`.
+    """
+
+    ID = "moe-class-name-check"
+    METADATA_DEPENDENCIES = (ScopeProvider,)
+    EXAMPLES = (
+        Rewrite(_BEFORE, _AFTER, "vLLM's own check, over several lines"),
+        Rewrite(
+            "if type(layer).__name__ in ('FusedMoE', 'SharedFusedMoE'):\n    init(layer)\n",
+            "from vllm.utils import is_moe_layer\nif is_moe_layer(layer):\n    init(layer)\n",
+            "type(x).__name__ in a tuple",
+        ),
+        Rewrite(
+            "from vllm.utils import random_uuid\n\n"
+            "skip = m.__class__.__name__ != 'FusedMoE' and m.__class__.__name__ != 'SharedFusedMoE'\n",
+            "from vllm.utils import is_moe_layer, random_uuid\n\n"
+            "skip = not is_moe_layer(m)\n",
+            "a negation, merged with an existing import",
+        ),
+        Rewrite(
+            "def f(is_moe_layer, m):\n    return m.__class__.__name__ == 'SharedFusedMoE'\n",
+            "from vllm.utils import is_moe_layer as vllm_is_moe_layer\n"
+            "def f(is_moe_layer, m):\n    return vllm_is_moe_layer(m)\n",
+            "a local is_moe_layer is not shadowed",
+        ),
+        Flagged(
+            "ok = type(m).__name__ in ('FusedMoE', 'SharedFusedMoE', 'AscendFusedMoE')\n",
+            lines=(1,),
+            note="vLLM's names mixed with a plugin's",
+        ),
+        Unchanged(
+            "if module.__class__.__name__ == 'FusedMoEWithLoRA':\n    pass\n",
+            "another class",
+        ),
+        Unchanged("if 'fusedmoe' in name.lower():\n    pass\n", "a substring test"),
+        Unchanged(
+            "if m.__class__.__name__ == f'{prefix}FusedMoE':\n    pass\n", "an f-string"
+        ),
+    )
+
+    def visit_Module(self, node: cst.Module) -> None:
+        self._done: set[int] = set()
+        self._scopes: list[Scope] = []
+        self._pending: list[tuple[cst.BaseExpression, cst.BaseExpression, bool]] = []
+
+    def visit_BooleanOperation(self, node: cst.BooleanOperation) -> None:
+        if id(node) in self._done:
+            return
+        operands = _operands(node)
+        checks = [parse_check(o) for o in operands]
+        if any(c is None for c in checks):
+            return  # `a or <check>`: each check is handled on its own
+        first = checks[0]
+        assert first is not None
+        negated = isinstance(node.operator, cst.And)
+        if not all(c is not None and c.negated == negated and c.subject.deep_equals(first.subject) for c in checks):
+            return
+        names = frozenset().union(*(c.names for c in checks if c is not None))
+        self._done.update(id(o) for o in operands)
+        self._convert(node, first.subject, names, negated)
+
+    def visit_Comparison(self, node: cst.Comparison) -> None:
+        if id(node) in self._done:
+            return
+        check = parse_check(node)
+        if check is not None:
+            self._convert(node, check.subject, check.names, check.negated)
+
+    def _convert(self, node: cst.BaseExpression, subject: cst.BaseExpression, names: frozenset[str], negated: bool) -> None:
+        vllm = names & VLLM_NAMES
+        if not vllm:
+            return
+        if names - VLLM_NAMES:
+            others = ", ".join(sorted(names - VLLM_NAMES))
+            self.flag(
+                node,
+                f"This class-name check mixes vLLM's MoE layer with other classes ({others}); "
+                f"`{HELPER}(...)` would change what it matches.",
+                fix=f"Split it: `{HELPER}(x) or type(x).__name__ in (...)` for the other names.",
+            )
+            return
+        scope = self.get_metadata(ScopeProvider, node, None)
+        if scope is not None:
+            self._scopes.append(scope)
+        self._pending.append((node, subject, negated))
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        if not self._pending:
+            return
+        name = self._callable_name()
+        for node, subject, negated in self._pending:
+            call: cst.BaseExpression = cst.Call(func=cst.Name(name), args=[cst.Arg(subject)])
+            if negated:
+                call = cst.UnaryOperation(operator=cst.Not(), expression=call)
+            self.replace(node, call)
+
+    def _callable_name(self) -> str:
+        """``is_moe_layer`` unless the file binds it to something else; import what is needed."""
+        if self.file.module == HELPER_MODULE:
+            return HELPER  # vllm/utils/__init__.py defines it
+        if all(_bound_to_helper(scope, HELPER) in (True, None) for scope in self._scopes):
+            if not all(_bound_to_helper(scope, HELPER) for scope in self._scopes):
+                self.add_import(HELPER_MODULE, HELPER)
+            return HELPER
+        alias, n = HELPER_ALIAS, 1
+        while any(scope[alias] and not _bound_to_helper(scope, alias) for scope in self._scopes):
+            n += 1
+            alias = f"{HELPER_ALIAS}{n}"
+        self.add_import(HELPER_MODULE, HELPER, alias)
+        return alias
+
+
+def _bound_to_helper(scope: Scope, name: str) -> bool | None:
+    """True: ``name`` is vLLM's is_moe_layer here; False: something else; None: unbound."""
+    assignments = scope[name]
+    if not assignments:
+        return None
+    for assignment in assignments:
+        if not isinstance(assignment, ImportAssignment):
+            return False
+        statement = assignment.node
+        if not (
+            isinstance(statement, cst.ImportFrom)
+            and not statement.relative
+            and statement.module is not None
+            and get_full_name_for_node(statement.module) == HELPER_MODULE
+            and not isinstance(statement.names, cst.ImportStar)
+            and any(get_full_name_for_node(a.name) == HELPER for a in statement.names)
+        ):
+            return False
+    return True
