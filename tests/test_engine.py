@@ -50,14 +50,20 @@ def test_nothing_to_do_is_unchanged(all_rules) -> None:
     assert isinstance(run(all_rules, b"x = 1\n"), Unchanged)
 
 
-def test_rules_skip_vllms_own_fused_moe_package(all_rules) -> None:
+def test_renames_leave_the_package_to_the_removal(all_rules) -> None:
+    from moe_migrate import rules
+
+    renames = [rules.load("shared-fused-moe-import"), rules.load("shared-fused-moe-reference")]
     context = FileContext(
         "vllm/model_executor/layers/fused_moe/__init__.py",
         "vllm.model_executor.layers.fused_moe",
         True,
     )
     source = b"from .shared_fused_moe import SharedFusedMoE\n__all__ = ['SharedFusedMoE']\n"
-    assert isinstance(migrate_source(source, all_rules, context), Unchanged)
+    assert isinstance(migrate_source(source, renames, context), Unchanged)
+    removal = migrate_source(source, all_rules, context)
+    assert isinstance(removal, Changed) and removal.rules == ("vllm-remove-shared-fused-moe",)
+    assert removal.after == b"__all__ = []\n"
 
 
 def test_fresh_rule_instance_per_file(all_rules) -> None:

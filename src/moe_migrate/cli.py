@@ -7,9 +7,10 @@ console on stderr, plain when stderr is not a terminal.
 from __future__ import annotations
 
 import enum
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Any, List, Mapping, Optional
 
 import typer
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from moe_migrate.codemod.run import Plan
+    from moe_migrate.terminal import Terminal
 
 
 class ExitCode(enum.IntEnum):
@@ -34,21 +36,35 @@ class ExitCode(enum.IntEnum):
 class OutputFormat(str, enum.Enum):
     text = "text"
     json = "json"
+    markdown = "markdown"
+    sarif = "sarif"
+    github = "github"
+    gitlab = "gitlab"
+
+#: ``--report`` formats (those of :data:`moe_migrate.codemod.report.common.FORMATS`).
+REPORT_FORMATS = tuple(f.value for f in OutputFormat if f is not OutputFormat.text)
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-def _console(quiet: bool = False) -> "Console":
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, soft_wrap=True, quiet=quiet)
 
 
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"moe-migrate {__version__}")
         raise typer.Exit()
+
+
+def _reports(values: Optional[List[str]]) -> list[tuple[str, Optional[Path]]]:
+    """``--report FORMAT=PATH`` values; ``markdown`` alone means ``$GITHUB_STEP_SUMMARY``."""
+    parsed = []
+    for value in values or []:
+        fmt, sep, path = value.partition("=")
+        if fmt not in REPORT_FORMATS:
+            raise typer.BadParameter(f"unknown format {fmt!r} in {value!r}; choose from {', '.join(REPORT_FORMATS)}")
+        if not path and fmt != "markdown":
+            raise typer.BadParameter(f"{fmt} needs a file: --report {fmt}=PATH")
+        parsed.append((fmt, Path(path) if path else None))
+    return parsed
 
 
 def _split(values: Optional[List[str]]) -> list[str]:
@@ -65,7 +81,11 @@ def migrate(
     ignore: Optional[List[str]] = typer.Option(None, "--ignore", metavar="ID", help="Do not run these rules."),
     exclude: Optional[List[str]] = typer.Option(None, "--exclude", metavar="GLOB", help="Skip matching paths, explicit files included (repeatable)."),
     jobs: int = typer.Option(0, "-j", "--jobs", min=0, help="Worker processes; 0 = one per CPU, 1 = serial."),
-    output_format: OutputFormat = typer.Option(OutputFormat.text, "--output-format", help="stdout format: text (diffs with --diff) or json (the report)."),
+    output_format: OutputFormat = typer.Option(OutputFormat.text, "--output-format", help="What goes to stdout: text (diffs with --diff), or a report: json, markdown, sarif, github (workflow commands), gitlab (Code Quality)."),
+    report: Optional[List[str]] = typer.Option(None, "--report", metavar="FORMAT=PATH", callback=_reports, help="Also write a report to PATH (repeatable); FORMAT is json, markdown, sarif, github or gitlab. A bare 'markdown' appends to $GITHUB_STEP_SUMMARY."),
+    allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Rewrite files even if they have uncommitted changes in git."),
+    smoke: Optional[bool] = typer.Option(None, "--smoke/--no-smoke", help="Run, or skip, the smoke test of the migrated tree. The pre-commit hooks pass --no-smoke."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Never draw a progress bar (it shows only on a terminal, never under CI)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only errors."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Also list unchanged files and tracebacks."),
     list_rules: bool = typer.Option(False, "--list-rules", help="List the rules and exit."),
@@ -78,12 +98,17 @@ def migrate(
     cannot rewrite safely. Exit codes: 0 clean, 1 changes or findings (with --check/--diff)
     or findings that need a human, 2 usage or file errors.
     """
-    console = _console(quiet)
+    from moe_migrate.terminal import Terminal
+
+    terminal = Terminal(quiet=quiet, verbose=verbose, progress=not no_progress)
+    console = terminal.console
     if list_rules:
         raise typer.Exit(_list_rules())
     if explain is not None:
         raise typer.Exit(_explain(explain, console))
     if not paths:
+        if os.environ.get("PRE_COMMIT"):
+            raise typer.Exit(ExitCode.CLEAN)  # a hook with always_run and no files: nothing to do
         console.print("error: no paths given. Try: moe-migrate --diff PATH", style="red")
         raise typer.Exit(ExitCode.ERROR)
     from moe_migrate import rules
@@ -92,17 +117,21 @@ def migrate(
 
     try:
         rule_ids, warnings = rules.select(_split(select), _split(ignore))
-        plan = build_plan(paths, rule_ids, excludes=_split(exclude), jobs=jobs or None)
+        with terminal.progress() as progress:
+            plan = build_plan(paths, rule_ids, excludes=_split(exclude), jobs=jobs or None, progress=progress)
     except (rules.UnknownRule, DiscoveryError) as error:
         console.print(f"error: {error}", style="red")
         raise typer.Exit(ExitCode.ERROR)
     for warning in warnings:
-        console.print(f"warning: {warning}", style="yellow")
+        terminal.warning(warning)
+    if not plan.scanned:
+        terminal.warning("no Python files in the paths given (all excluded, ignored by git, or not .py/.pyi)")
     mode = "diff" if diff else "check" if check else "apply"
     if mode == "apply":
+        _refuse_dirty(plan, allow_dirty, terminal)
         plan = _write(plan)
-    _emit(plan, mode, output_format, console, verbose)
-    raise typer.Exit(exit_code(plan, mode))
+    emitted = _emit(plan, mode, output_format, report or [], terminal)
+    raise typer.Exit(max(exit_code(plan, mode), emitted))
 
 
 def exit_code(plan: "Plan", mode: str) -> ExitCode:
@@ -127,55 +156,92 @@ def _write(plan: "Plan") -> "Plan":
     return replace(plan, outcomes=written)
 
 
-def _emit(plan: "Plan", mode: str, output_format: OutputFormat, console: "Console", verbose: bool) -> None:
-    from moe_migrate.codemod.outcomes import Failed
-    from moe_migrate.codemod.report.diff import unified_diff
+def _refuse_dirty(plan: "Plan", allow_dirty: bool, terminal: "Terminal") -> None:
+    """Exit 2 rather than rewrite a file whose last state git does not hold (``cargo fix``).
 
-    if output_format is OutputFormat.json:
-        from moe_migrate.codemod.report.json import render
+    Not under pre-commit (``PRE_COMMIT`` set): it stashes unstaged changes itself.
+    """
+    if allow_dirty or os.environ.get("PRE_COMMIT") or not plan.edits:
+        return
+    from moe_migrate.codemod.git import GitError, uncommitted
 
-        sys.stdout.write(render(plan, mode))
+    targets = {os.path.realpath(plan.root / o.path): o.path for o in plan.edits if o.status != "created"}
+    try:
+        dirty = uncommitted([Path(p) for p in targets])
+    except GitError as error:
+        terminal.error(f"{error}. Cannot tell which files have uncommitted changes; pass --allow-dirty to rewrite anyway.")
+        raise typer.Exit(ExitCode.ERROR)
+    if dirty:
+        listing = "\n".join(f"  * {targets[str(path)]} ({state})" for path, state in dirty)
+        terminal.error(
+            f"{len(dirty)} of the files to rewrite have uncommitted changes, and moe-migrate rewrites "
+            f"files in place:\n{listing}\nCommit or stash them first, or pass --allow-dirty to rewrite "
+            "them anyway. Nothing was written."
+        )
+        raise typer.Exit(ExitCode.ERROR)
+
+
+def _emit(
+    plan: "Plan",
+    mode: str,
+    output_format: OutputFormat,
+    reports: list[tuple[str, Optional[Path]]],
+    terminal: "Terminal",
+    smoke: Optional[Mapping[str, Any]] = None,
+) -> ExitCode:
+    """The payload on stdout, the reports to their files, the person's view on stderr.
+
+    ``smoke`` is the smoke test's ``to_json()``, when it ran. Returns ERROR if a report
+    could not be written.
+    """
+    if output_format is not OutputFormat.text:
+        sys.stdout.write(_render(output_format.value, plan, mode, smoke))
+        sys.stdout.flush()
     elif mode == "diff":
+        from moe_migrate.codemod.report.diff import unified_diff
+
         out = sys.stdout.buffer
         for outcome in plan.edits:
             out.write(unified_diff(outcome))
         out.flush()
-    verb = {"apply": "rewrote", "check": "would rewrite", "diff": "would rewrite"}[mode]
-    for outcome in plan.outcomes:
-        if isinstance(outcome, Failed):
-            console.print(f"{outcome.path}: error: {outcome.message}", style="red", markup=False)
-            if verbose and outcome.traceback:
-                console.print(outcome.traceback, markup=False)
-        elif outcome.status in ("changed", "created", "deleted"):
-            what = {"changed": verb, "created": f"{verb} (new file)", "deleted": f"{verb} (delete)"}
-            console.print(f"{what[outcome.status]} {outcome.path} ({', '.join(outcome.rules)})", markup=False)
-        elif verbose:
-            console.print(f"unchanged {outcome.path}", markup=False, style="dim")
-    for finding in plan.findings:
-        style = {"error": "red", "warning": "yellow"}.get(finding.severity.value)
-        console.print(
-            f"{finding.path}:{finding.line}:{finding.column}: {finding.severity.value} "
-            f"[{finding.rule}] {finding.message}",
-            style=style,
-            markup=False,
-        )
-        if finding.fix:
-            console.print(f"    fix: {finding.fix}", markup=False)
-    console.print(_summary(plan, mode), markup=False)
+    terminal.outcomes(plan, mode)
+    code = ExitCode.CLEAN
+    for fmt, path in reports:
+        if not _write_report(fmt, path, plan, mode, smoke, terminal):
+            code = ExitCode.ERROR
+    terminal.summary(plan, mode, smoke)
+    return code
 
 
-def _summary(plan: "Plan", mode: str) -> str:
-    counts = {status: 0 for status in ("changed", "created", "deleted", "failed")}
-    for outcome in plan.outcomes:
-        counts[outcome.status] = counts.get(outcome.status, 0) + 1
-    edits = counts["changed"] + counts["created"] + counts["deleted"]
-    verb = "rewritten" if mode == "apply" else "to rewrite"
-    parts = [f"{plan.scanned} files scanned", f"{edits} {verb}"]
-    findings = len(plan.findings)
-    parts.append(f"{findings} finding{'s' if findings != 1 else ''}")
-    if counts["failed"]:
-        parts.append(f"{counts['failed']} failed")
-    return ", ".join(parts)
+def _render(fmt: str, plan: "Plan", mode: str, smoke: Optional[Mapping[str, Any]], limit: Optional[int] = None) -> str:
+    from moe_migrate.codemod.report.common import Links, render
+
+    links = Links() if fmt == "json" else Links.discover(plan.root)
+    return render(fmt, plan, mode, links=links, smoke=smoke, limit=limit)
+
+
+def _write_report(
+    fmt: str, path: Optional[Path], plan: "Plan", mode: str, smoke: Optional[Mapping[str, Any]], terminal: "Terminal"
+) -> bool:
+    """Write one ``--report``; a bare ``markdown`` appends to ``$GITHUB_STEP_SUMMARY``."""
+    limit = None
+    if path is None:
+        from moe_migrate.codemod.report.markdown import LIMIT
+
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if not summary:
+            terminal.warning("--report markdown without a path writes to $GITHUB_STEP_SUMMARY, which is not set; no summary written")
+            return True
+        path = Path(summary)
+        # The 1 MiB limit is per step: leave room for what earlier commands appended.
+        limit = LIMIT - (path.stat().st_size if path.exists() else 0)
+    try:
+        with open(path, "a" if limit is not None else "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(_render(fmt, plan, mode, smoke, limit))
+    except OSError as error:
+        terminal.error(f"cannot write the {fmt} report to {path}: {error.strerror or error}")
+        return False
+    return True
 
 
 def _list_rules() -> ExitCode:

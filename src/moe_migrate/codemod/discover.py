@@ -63,7 +63,12 @@ def _git_files(directory: Path) -> list[Path] | None:
     if result.returncode != 0:
         return None
     names = [n for n in result.stdout.decode("utf-8", "surrogateescape").split("\0") if n]
-    return [directory / name for name in names if name.endswith(SUFFIXES)]
+    # --cached lists files deleted from the work tree but not from the index: skip those.
+    return [
+        directory / name
+        for name in dict.fromkeys(names)
+        if name.endswith(SUFFIXES) and os.path.lexists(directory / name)
+    ]
 
 
 def _walk(directory: Path) -> Iterable[Path]:

@@ -35,6 +35,9 @@ class Rewrite:
     after: str
     #: One phrase naming the situation; shown by ``--explain`` and used as the test id.
     note: str = ""
+    #: The module the example is a file of (some rules act only on particular modules).
+    module: str = "example"
+    is_package: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class Unchanged:
 
     source: str
     note: str = ""
+    module: str = "example"
+    is_package: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,8 @@ class Flagged:
     lines: tuple[int, ...]
     after: str | None = None
     note: str = ""
+    module: str = "example"
+    is_package: bool = False
 
 
 Example = Union[Rewrite, Unchanged, Flagged]
@@ -146,6 +153,10 @@ class Rule(cst.BatchableCSTVisitor):
     def remove(self, node: cst.CSTNode) -> None:
         """Schedule ``node`` for removal from its parent."""
         self.replace(node, lambda _updated: cst.RemoveFromParent())
+
+    def position(self, node: cst.CSTNode) -> tuple[int, int, int, int]:
+        """1-based (line, column, end_line, end_column) of ``node``."""
+        return self._state.position(node)
 
     def flag(
         self,

@@ -13,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.discover import discover, module_name, relative
@@ -87,8 +87,13 @@ def build_plan(
     excludes: Sequence[str] = (),
     jobs: int | None = None,
     prefilter: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Plan:
-    """Discover, read, prefilter and migrate. Raises only ``DiscoveryError`` (bad arguments)."""
+    """Discover, read, prefilter and migrate. Raises only ``DiscoveryError`` (bad arguments).
+
+    ``progress(done, total)`` is called with ``done=0`` once the files to analyse are known,
+    then after each one (the terminal draws its bar from it).
+    """
     from moe_migrate import rules
 
     found = discover(paths, excludes)
@@ -105,18 +110,56 @@ def build_plan(
         module, is_package = module_name(path)
         context = FileContext(relative(path, found.root), module, is_package)
         candidates.append(Candidate(path, source, context))
-    outcomes.extend(_run(candidates, rule_ids, jobs))
+    outcomes.extend(_counted(_run(candidates, rule_ids, jobs), len(candidates), progress))
+    if candidates:
+        outcomes = _finish(found.root, found.files, outcomes, rule_ids)
     outcomes.sort(key=lambda o: o.path)
     return Plan(found.root, tuple(outcomes), len(found.files), tuple(rule_ids))
 
 
-def _run(candidates: list[Candidate], rule_ids: Sequence[str], jobs: int | None) -> list[FileOutcome]:
+def _finish(
+    root: Path, files: Sequence[Path], outcomes: list[FileOutcome], rule_ids: Sequence[str]
+) -> list[FileOutcome]:
+    """Run the tree-level steps of the rules that have one (see :mod:`codemod.tree`)."""
+    from moe_migrate import rules
+    from moe_migrate.codemod.tree import Tree
+
+    steps = [rules.load(rule_id) for rule_id in rule_ids if rules.spec(rule_id).tree]
+    if not steps:
+        return outcomes
+    modules = {}
+    for path in files:
+        module, _ = module_name(path)
+        if module is not None:
+            modules.setdefault(module, relative(path, root))
+    tree = Tree(root, modules, {o.path: o for o in outcomes})
+    for rule in steps:
+        tree.merge(rule.finish(tree))  # type: ignore[attr-defined]
+    return list(tree.outcomes.values())
+
+
+def _counted(
+    results: Iterable[FileOutcome], total: int, progress: Callable[[int, int], None] | None
+) -> list[FileOutcome]:
+    if progress is None:
+        return list(results)
+    progress(0, total)
+    done = []
+    for outcome in results:
+        done.append(outcome)
+        progress(len(done), total)
+    return done
+
+
+def _run(candidates: list[Candidate], rule_ids: Sequence[str], jobs: int | None) -> Iterator[FileOutcome]:
+    """Outcomes as they finish (a generator, so the caller can count them)."""
     jobs = jobs or os.cpu_count() or 1
     if not candidates:
-        return []
+        return
     if jobs == 1 or len(candidates) < POOL_THRESHOLD:
         _init_worker(rule_ids)
-        return [_migrate(c) for c in candidates]
+        yield from (_migrate(c) for c in candidates)
+        return
     # Largest files first so one big file does not finish alone at the end.
     ordered = sorted(candidates, key=lambda c: len(c.source), reverse=True)
     with ProcessPoolExecutor(
@@ -125,4 +168,4 @@ def _run(candidates: list[Candidate], rule_ids: Sequence[str], jobs: int | None)
         initializer=_init_worker,
         initargs=(tuple(rule_ids),),
     ) as pool:
-        return list(pool.map(_migrate, ordered))
+        yield from pool.map(_migrate, ordered)

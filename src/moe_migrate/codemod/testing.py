@@ -69,18 +69,23 @@ def assert_unchanged(
 
 def assert_example(rules: Sequence[type[Rule]], example: Example, rule_id: str) -> None:
     """Check one of a rule's ``EXAMPLES`` (``rules`` holds the rule and its partners)."""
+    context = FileContext(
+        path=example.module.replace(".", "/") + ("/__init__.py" if example.is_package else ".py"),
+        module=example.module,
+        is_package=example.is_package,
+    )
     if isinstance(example, Rewrite):
-        outcome = assert_rewrites(rules, example.before, example.after)
+        outcome = assert_rewrites(rules, example.before, example.after, context)
         assert rule_id in outcome.rules, f"{rule_id} did not take part in the rewrite"
     elif isinstance(example, Flagged):
-        outcome = run(rules, example.source)
+        outcome = run(rules, example.source, context)
         after = example.after if example.after is not None else example.source
         got = _after(outcome, example.source.encode())
         assert got == after.encode(), "wrong rewrite:\n" + _show(after.encode(), got)
         lines = tuple(sorted(f.line for f in outcome.findings if f.rule == rule_id))
         assert lines == tuple(sorted(example.lines)), f"missing/noisy findings: got lines {lines}"
     else:
-        assert_unchanged(rules, example.source)
+        assert_unchanged(rules, example.source, context)
 
 
 def explain_text(rule: type[Rule]) -> str:

@@ -24,6 +24,8 @@ class RuleSpec:
     triggers: tuple[bytes, ...]
     #: Rules that must run whenever this one does (they edit the same bindings).
     requires: tuple[str, ...] = ()
+    #: The rule has a tree-level step (``finish``), run once after the per-file pass.
+    tree: bool = False
 
     @property
     def module(self) -> str:
@@ -35,8 +37,24 @@ _SHARED_FUSED_MOE = (b"SharedFusedMoE", b"shared_fused_moe")
 CATALOG: tuple[RuleSpec, ...] = (
     RuleSpec("shared-fused-moe-import", _SHARED_FUSED_MOE, ("shared-fused-moe-reference",)),
     RuleSpec("shared-fused-moe-reference", _SHARED_FUSED_MOE, ("shared-fused-moe-import",)),
+    # Rewrites the block; the import and its uses are the renames' work.
+    RuleSpec(
+        "shared-fused-moe-import-fallback",
+        (b"SharedFusedMoE",),
+        ("shared-fused-moe-import", "shared-fused-moe-reference"),
+    ),
+    # Findings: each needs the class named in code or in a string. The patch rule also reports
+    # dotted strings that name only the deleted module ("...fused_moe.shared_fused_moe").
+    RuleSpec("shared-fused-moe-subclass", (b"SharedFusedMoE",)),
+    RuleSpec("shared-fused-moe-patch", _SHARED_FUSED_MOE),
+    RuleSpec("shared-fused-moe-registry", (b"SharedFusedMoE",)),
+    RuleSpec("shared-fused-moe-isinstance", (b"SharedFusedMoE",)),
+    RuleSpec("moe-output-tuple", (b"SharedFusedMoE",), tree=True),
+    RuleSpec("shared-fused-moe-only-api", (b"SharedFusedMoE",)),
     # A class-name check needs a string literal of one of vLLM's names: it ends in a quote.
     RuleSpec("moe-class-name-check", (b"FusedMoE'", b'FusedMoE"')),
+    RuleSpec("vllm-remove-shared-fused-moe", _SHARED_FUSED_MOE, tree=True),
+    RuleSpec("shared-fused-moe-not-trivial", _SHARED_FUSED_MOE, tree=True),
 )
 
 RULE_IDS = tuple(spec.id for spec in CATALOG)
@@ -60,12 +78,23 @@ def load(rule_id: str) -> type["Rule"]:
     module = importlib.import_module(spec(rule_id).module)
     found = [
         obj
-        for obj in vars(module).values()
-        if isinstance(obj, type) and issubclass(obj, Rule) and obj.__module__ == module.__name__
+        for name, obj in vars(module).items()
+        if isinstance(obj, type)
+        and issubclass(obj, Rule)
+        and obj.__module__ == module.__name__
+        and obj.ID == rule_id
+        and obj.EXAMPLES
+        and not name.startswith("_")
+        and name == _class_name(rule_id)
     ]
-    if len(found) != 1 or found[0].ID != rule_id:
-        raise ImportError(f"{module.__name__} must define exactly one Rule with ID {rule_id!r}")
+    if len(found) != 1:
+        raise ImportError(f"{module.__name__} must define the Rule {_class_name(rule_id)} with ID {rule_id!r}")
     return found[0]
+
+
+def _class_name(rule_id: str) -> str:
+    """``shared-fused-moe-import`` -> ``SharedFusedMoeImport``."""
+    return "".join(part.capitalize() for part in rule_id.split("-"))
 
 
 def select(selected: list[str] | None, ignored: list[str] | None) -> tuple[list[str], list[str]]:

@@ -9,6 +9,7 @@ by spelling.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import libcst as cst
 from libcst.helpers import get_full_name_for_node
@@ -16,6 +17,9 @@ from libcst.metadata import ImportAssignment, MetadataWrapper, Scope, ScopeProvi
 
 from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.imports import dotted
+
+if TYPE_CHECKING:
+    from moe_migrate.rules._uses import Uses
 
 PACKAGE = "vllm.model_executor.layers.fused_moe"
 OLD_CLASS = "SharedFusedMoE"
@@ -28,6 +32,16 @@ NEW_QUALNAMES = frozenset({f"{PACKAGE}.{NEW_CLASS}", f"{PACKAGE}.layer.{NEW_CLAS
 NEW_QUALNAME = f"{PACKAGE}.{NEW_CLASS}"
 #: Alias used when ``FusedMoE`` already names something else in the file.
 FALLBACK_ALIAS = "VllmFusedMoE"
+
+
+def is_removal_target(file: FileContext) -> bool:
+    """The package ``__init__`` and the old class modules: the tree-level removal edits those."""
+    if file.module is not None:
+        return file.module == PACKAGE or file.module in OLD_MODULES
+    path = "/" + file.path
+    return path.endswith("/vllm/model_executor/layers/fused_moe/__init__.py") or any(
+        path.endswith("/" + m.replace(".", "/") + ".py") for m in OLD_MODULES
+    )
 
 
 def in_fused_moe_package(file: FileContext) -> bool:
@@ -69,10 +83,20 @@ class Analysis:
     fused_refs: set[int] = field(default_factory=set)
     #: True when the module's own code binds ``SharedFusedMoE`` to something that is not vLLM's.
     defines_own: bool = False
+    #: ids of bindings (their aliases) the renames leave exactly as they are, import included,
+    #: because a use of theirs is left for a human: no name is ever left undefined.
+    held: set[int] = field(default_factory=set)
+    #: ids of attribute chains (``fm.SharedFusedMoE``) and import statements left as they are.
+    held_nodes: set[int] = field(default_factory=set)
+    #: What the findings rules report, and what the renames must leave alone (``_uses``).
+    uses: "Uses | None" = None
 
     @property
     def uses_vllm_class(self) -> bool:
         return bool(self.classes or self.old_modules or self.packages)
+
+    def is_held(self, binding: Binding) -> bool:
+        return id(binding.alias) in self.held
 
 
 def _import_targets(
@@ -107,12 +131,18 @@ def _is_prefix_of_class(target: str) -> bool:
     return any(q.startswith(target + ".") for q in OLD_QUALNAMES)
 
 
-def _vllm_fused_moe_bound(binding: Binding, name: str, file: FileContext) -> bool | None:
-    """True: ``name`` is vLLM's FusedMoE where ``binding`` is; False: something else; None: free."""
+def _vllm_fused_moe_bound(
+    binding: Binding, name: str, file: FileContext, ignore: frozenset[int] = frozenset()
+) -> bool | None:
+    """True: ``name`` is vLLM's FusedMoE where ``binding`` is; False: something else; None: free.
+
+    Assignments whose node is in ``ignore`` (inside a fallback block that goes) do not count.
+    """
     assignments = [
         a
         for a in binding.scope[name]
         if not (isinstance(a, ImportAssignment) and a.node is binding.statement)
+        and id(a.node) not in ignore
     ]
     if not assignments:
         return None
@@ -137,11 +167,12 @@ def analyse(wrapper: MetadataWrapper, file: FileContext) -> Analysis:
     """Find the bindings of vLLM's removed class and decide what each one becomes."""
     analysis = Analysis()
     scopes = [s for s in dict.fromkeys(wrapper.resolve(ScopeProvider).values()) if s is not None]
+    own: list[cst.CSTNode] = []  # what binds `SharedFusedMoE` to something not vLLM's
     for scope in scopes:
         for assignment in scope.assignments:
             if not isinstance(assignment, ImportAssignment):
                 if assignment.name == OLD_CLASS:
-                    analysis.defines_own = True
+                    own.append(assignment.node)
                 continue
             statement = assignment.node
             for alias, local, target in _import_targets(statement, file):
@@ -156,18 +187,29 @@ def analyse(wrapper: MetadataWrapper, file: FileContext) -> Analysis:
                 elif _is_prefix_of_class(target):
                     analysis.packages.append(binding)
                 elif local == OLD_CLASS:
-                    analysis.defines_own = True
+                    own.append(statement)
                 if target in NEW_QUALNAMES:
                     analysis.fused_refs.update(id(ref) for ref in refs)
+    gone: frozenset[int] = frozenset()
+    if analysis.uses_vllm_class:
+        # Imported here: `_uses` builds on the bindings this module defines.
+        from moe_migrate.rules._uses import find_uses
+
+        analysis.uses = find_uses(wrapper, analysis, scopes, file)
+        gone = analysis.uses.fallback_nodes
+    # `except ImportError: SharedFusedMoE = FusedMoE` is vLLM's class under another name.
+    analysis.defines_own = any(id(node) not in gone for node in own)
     for binding in analysis.classes:
-        analysis.new_local[id(binding.alias)] = _new_local(binding, scopes, file)
+        analysis.new_local[id(binding.alias)] = _new_local(binding, scopes, file, gone)
     return analysis
 
 
-def _new_local(binding: Binding, scopes: list[Scope], file: FileContext) -> str | None:
+def _new_local(
+    binding: Binding, scopes: list[Scope], file: FileContext, gone: frozenset[int]
+) -> str | None:
     if binding.local not in (OLD_CLASS, NEW_CLASS):
         return binding.local  # an alias of the user's choosing is kept: `... as SFM`
-    bound = _vllm_fused_moe_bound(binding, NEW_CLASS, file)
+    bound = _vllm_fused_moe_bound(binding, NEW_CLASS, file, gone)
     if bound is True:
         return None  # `FusedMoE` is already vLLM's here: drop the alias, never bind it twice
     if bound is False:

@@ -17,6 +17,7 @@ from moe_migrate.rules._vllm import (
     analyse,
     dotted,
     in_fused_moe_package,
+    is_removal_target,
 )
 
 _PKG_PARENT, _, _PKG_LEAF = PACKAGE.rpartition(".")
@@ -100,16 +101,21 @@ class SharedFusedMoeImport(Rule):
     def applies_to(cls, file: FileContext) -> bool:
         # vLLM's own package is rewritten by the tree-level removal, never by a rename that
         # could make the package import itself.
-        return not in_fused_moe_package(file)
+        return not is_removal_target(file)
 
     def visit_Module(self, node: cst.Module) -> None:
         analysis = self.shared(analyse)
         self._removed: set[int] = set()
-        for statement in {id(b.statement): b.statement for b in analysis.classes}.values():
+        # A held binding keeps its import: one of its uses is left for a human (see `_uses`).
+        for statement in {
+            id(b.statement): b.statement for b in analysis.classes if not analysis.is_held(b)
+        }.values():
             if isinstance(statement, cst.ImportFrom):
                 self._rewrite_class_import(statement, analysis)
         self._module_renames = _old_module_uses(node, analysis)
         for binding in analysis.old_modules:
+            if analysis.is_held(binding):
+                continue
             uses = self._module_renames.get(id(binding.alias))
             if uses is None:
                 self.flag(
@@ -127,6 +133,8 @@ class SharedFusedMoeImport(Rule):
     def visit_Import(self, node: cst.Import) -> None:
         # `import vllm...shared_fused_moe` (no alias) binds `vllm`; its uses are chains the
         # reference rule rewrites, the import itself must name a module that still exists.
+        if id(node) in self.shared(analyse).held_nodes:
+            return
         for alias in node.names:
             if alias.asname is None and get_full_name_for_node(alias.name) in OLD_MODULES:
                 self.replace(alias.name, dotted(PACKAGE))
@@ -186,13 +194,18 @@ class SharedFusedMoeImport(Rule):
         self.replace(statement, edit)
 
     def _package_module(self, statement: cst.ImportFrom) -> dict[str, object]:
-        """Changes that point ``statement`` at the package, relative if it was and can stay so."""
+        """Changes that point ``statement`` where ``FusedMoE`` lives, relative if it was.
+
+        Inside vLLM's own package that is the class's module (``.layer``), so the package
+        never imports itself; elsewhere it is the package.
+        """
+        target = f"{PACKAGE}.layer" if in_fused_moe_package(self.file) else PACKAGE
         if statement.relative:
             # `from ..layers.shared_fused_moe import X` -> `from ..layers.fused_moe import X`
             base = self.file.resolve_relative(len(statement.relative), None)
-            if base is not None and PACKAGE.startswith(base + "."):
-                return {"module": dotted(PACKAGE[len(base) + 1 :])}
-        return {"module": dotted(PACKAGE), "relative": ()}
+            if base is not None and target.startswith(base + "."):
+                return {"module": dotted(target[len(base) + 1 :])}
+        return {"module": dotted(target), "relative": ()}
 
     def _rewrite_module_import(
         self, statement: cst.Import | cst.ImportFrom, alias: cst.ImportAlias

@@ -8,7 +8,7 @@ import libcst as cst
 from libcst.helpers import get_full_name_for_node
 
 from moe_migrate.codemod.context import FileContext
-from moe_migrate.codemod.rule import Rewrite, Rule, Unchanged
+from moe_migrate.codemod.rule import Flagged, Rewrite, Rule, Unchanged
 from moe_migrate.rules._vllm import (
     NEW_CLASS,
     NEW_QUALNAME,
@@ -20,7 +20,7 @@ from moe_migrate.rules._vllm import (
     analyse,
     attribute_head,
     dotted,
-    in_fused_moe_package,
+    is_removal_target,
 )
 
 _IMPORT = "from vllm.model_executor.layers.fused_moe import FusedMoE, SharedFusedMoE\n"
@@ -112,7 +112,7 @@ class SharedFusedMoeReference(Rule):
 
     @classmethod
     def applies_to(cls, file: FileContext) -> bool:
-        return not in_fused_moe_package(file)
+        return not is_removal_target(file)
 
     def visit_Module(self, node: cst.Module) -> None:
         analysis = self.shared(analyse)
@@ -120,6 +120,8 @@ class SharedFusedMoeReference(Rule):
         #: id(ref) -> the name it becomes
         self._renames: dict[int, tuple[str, str]] = {}
         for binding in analysis.classes:
+            if analysis.is_held(binding):
+                continue  # a use of it is left for a human: so are all the others (`_uses`)
             new = analysis.new_local.get(id(binding.alias), NEW_CLASS) or NEW_CLASS
             if new != binding.local:
                 for ref in binding.references:
@@ -127,10 +129,12 @@ class SharedFusedMoeReference(Rule):
         self._packages: dict[int, Binding] = {
             id(ref): b for b in analysis.packages for ref in b.references
         }
-        self._prose = not analysis.defines_own and (
+        # Prose stays as it was while code in the file still says SharedFusedMoE.
+        self._prose = not (analysis.defines_own or analysis.held or analysis.held_nodes) and (
             analysis.uses_vllm_class or (self.file.module or "").startswith("vllm.")
         )
         self._docstring(node)
+        self._tables(analysis)
 
     # -- names -------------------------------------------------------------------------------
 
@@ -150,7 +154,7 @@ class SharedFusedMoeReference(Rule):
     def visit_Attribute(self, node: cst.Attribute) -> None:
         head = attribute_head(node)
         binding = self._packages.get(id(head)) if head is not None else None
-        if binding is None:
+        if binding is None or id(node) in self._analysis.held_nodes:
             return
         name = get_full_name_for_node(node) or ""
         qualified = binding.target + name[len(binding.local) :]
@@ -169,7 +173,7 @@ class SharedFusedMoeReference(Rule):
             return False, False
         head = attribute_head(node)
         binding = self._packages.get(id(head)) if head is not None else None
-        if binding is None:
+        if binding is None or id(node) in self._analysis.held_nodes:
             return False, False
         name = get_full_name_for_node(node) or ""
         qualified = binding.target + name[len(binding.local) :]
@@ -209,6 +213,33 @@ class SharedFusedMoeReference(Rule):
         dropped = {i for i, _ in fused if i != first}
         return [i for i in range(len(items)) if i not in dropped]
 
+    # -- tables: one FusedMoE row, not two ----------------------------------------------------
+
+    def _tables(self, analysis: Analysis) -> None:
+        """``{FusedMoE: h, SharedFusedMoE: h}`` loses its second row; different handlers are flagged."""
+        uses = analysis.uses
+        if uses is None:
+            return
+        for use in uses.held:
+            if use.rule == self.ID:
+                fused, own = use.detail
+                self.flag(
+                    use.node,
+                    f"This table maps `{NEW_CLASS}` to `{fused}` and `{OLD_CLASS}` to `{own}`. Once "
+                    f"the class is gone every MoE layer is a `{NEW_CLASS}`: renamed, the table would "
+                    "hold two FusedMoE rows and one handler would silently win for every layer, so "
+                    "the row was left as it was.",
+                    fix=f"Merge the two handlers into the `{NEW_CLASS}` row (inside it, branch on "
+                    f"whether the layer has shared experts), then delete the `{OLD_CLASS}` row.",
+                )
+        drops: dict[int, tuple[cst.CSTNode, set[int]]] = {}
+        for table, row in uses.duplicate_rows:
+            index = next(i for i, e in enumerate(table.elements) if e is row)  # type: ignore[attr-defined]
+            drops.setdefault(id(table), (table, set()))[1].add(index)
+        for table, drop in drops.values():
+            keep = [i for i in range(len(table.elements)) if i not in drop]  # type: ignore[attr-defined]
+            self.replace(table, lambda updated, keep=keep: _keep_rows(updated, keep))
+
     # -- prose -------------------------------------------------------------------------------
 
     def visit_Comment(self, node: cst.Comment) -> None:
@@ -244,3 +275,11 @@ def _keep_elements(types: cst.Tuple, keep: list[int]) -> cst.Tuple:
     return types.with_changes(elements=out)
 
 
+
+def _keep_rows(table: cst.Dict | cst.List | cst.Tuple | cst.Set, keep: list[int]) -> cst.CSTNode:
+    """``table`` with only the rows at ``keep``; a tuple left with one row keeps its comma."""
+    kept = _keep_elements(table, keep)  # type: ignore[arg-type]
+    only = kept.elements[0] if len(kept.elements) == 1 else None
+    if isinstance(kept, cst.Tuple) and only is not None and only.comma is cst.MaybeSentinel.DEFAULT:
+        return kept.with_changes(elements=[only.with_changes(comma=cst.Comma())])
+    return kept

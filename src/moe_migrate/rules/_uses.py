@@ -1,0 +1,621 @@
+"""What a rename of vLLM's removed class cannot fix, and so must leave alone.
+
+Part of the shared analysis: :func:`moe_migrate.rules._vllm.analyse` calls :func:`find_uses`
+once per file that binds the class. A use whose meaning changes when the class becomes
+``FusedMoE`` is recorded as a :class:`Use` naming the rule that reports it, and every binding
+it reaches is *held*: the rename rules leave that binding, its import and all its other
+references exactly as they were, so a file is never half-migrated and no name is left
+undefined. Holding does not depend on which rules run: ``--ignore`` silences a finding, it
+never makes the renames do something unsafe.
+
+Uses that hold their binding, by the rule that reports them:
+
+- ``shared-fused-moe-subclass``: a class deriving from it that overrides ``forward`` or
+  ``__init__``, or that has another base which is not a plain mixin defined in the same file.
+- ``shared-fused-moe-patch``: an attribute of the class assigned or deleted; the class given to
+  ``setattr``/``delattr``/``patch.object``/``super``; its own ``forward``/``__init__`` reached
+  through it; the class replaced on its module. A file that names the class or its deleted
+  module in a dotted string (a ``patch`` target, a ``sys.modules`` stub) holds all its bindings.
+- ``shared-fused-moe-registry``: ``SharedFusedMoE.register_oot``.
+- ``shared-fused-moe-isinstance``: ``isinstance``/``issubclass`` against it, without ``FusedMoE``
+  in the same tuple, whose answer is branched on or kept, or in a function that also tests for
+  ``FusedMoE``.
+- ``shared-fused-moe-reference``: a ``{type: handler}`` or ``(type, handler)`` table with rows for
+  both classes and different handlers (with the same handler, the row is removed instead).
+- ``shared-fused-moe-import-fallback``: a ``try``/``if`` around the import whose fallback is not
+  vLLM's ``FusedMoE`` itself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import libcst as cst
+from libcst.helpers import get_full_name_for_node
+from libcst.metadata import MetadataWrapper, Scope
+
+from moe_migrate.codemod.context import FileContext
+from moe_migrate.codemod.rule import Rule
+from moe_migrate.rules._vllm import (
+    NEW_QUALNAMES,
+    OLD_CLASS,
+    OLD_MODULES,
+    OLD_QUALNAMES,
+    PACKAGE,
+    Analysis,
+    Binding,
+    _import_targets,
+    analyse,
+    is_removal_target,
+)
+
+SUBCLASS = "shared-fused-moe-subclass"
+PATCH = "shared-fused-moe-patch"
+REGISTRY = "shared-fused-moe-registry"
+ISINSTANCE = "shared-fused-moe-isinstance"
+REFERENCE = "shared-fused-moe-reference"
+
+#: Methods the removed class defined itself: reached through it, they are not FusedMoE's.
+OWN_METHODS = frozenset({"forward", "__init__"})
+#: What an import fallback may catch.
+_IMPORT_ERRORS = frozenset({"ImportError", "ModuleNotFoundError", "Exception"})
+_DOTTED = re.compile(
+    "(?:" + "|".join(re.escape(n) for n in (*OLD_MODULES, f"{PACKAGE}.{OLD_CLASS}")) + r")(?:[.:]\w+)*"
+)
+
+Parents = tuple[cst.CSTNode, ...]
+
+
+def string_value(node: cst.CSTNode) -> str | None:
+    """The text of a plain or implicitly concatenated string literal; None for anything else."""
+    if isinstance(node, (cst.SimpleString, cst.ConcatenatedString)):
+        value = node.evaluated_value
+        return value if isinstance(value, str) else None
+    return None
+
+
+def names_removed(text: str) -> bool:
+    """True for a dotted name of the class or its deleted module (a patch target, a stub key)."""
+    return _DOTTED.fullmatch(text) is not None
+
+
+def callee(call: cst.Call) -> str:
+    """``a.b.c`` of ``a.b.c(...)``; empty when the callee is not a dotted name."""
+    return get_full_name_for_node(call.func) or ""
+
+
+def source(node: cst.CSTNode) -> str:
+    return cst.Module([]).code_for_node(node)
+
+
+@dataclass(frozen=True, eq=False)
+class Use:
+    """A use of the class that a rename would break; the rule ``rule`` reports it."""
+
+    rule: str
+    #: What the construct is; the reporting rule turns it into its message.
+    kind: str
+    #: Where the finding points.
+    node: cst.CSTNode
+    #: What the message needs to name (an attribute, a base class, an overridden method).
+    detail: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class Fallback:
+    """A ``try``/``if`` that imports the class and binds something else when that fails."""
+
+    block: cst.Try | cst.If
+    #: Every fallback is vLLM's ``FusedMoE`` itself: the block can become its body.
+    safe: bool
+
+
+@dataclass(eq=False)
+class Uses:
+    """Everything the findings rules report about one file, found in one walk."""
+
+    #: Uses left as they are, each with the rule that reports it.
+    held: list[Use] = field(default_factory=list)
+    fallbacks: list[Fallback] = field(default_factory=list)
+    #: ids of the nodes in the ``except`` branches of safe fallbacks (they go with the block).
+    fallback_nodes: frozenset[int] = frozenset()
+    #: ids of every expression that evaluates to the removed class.
+    class_exprs: set[int] = field(default_factory=set)
+    #: Classes of this module deriving from the removed class, by name.
+    subclasses: dict[str, cst.ClassDef] = field(default_factory=dict)
+    #: Calls that build a layer of the class (or of a subclass defined here).
+    constructions: set[int] = field(default_factory=set)
+    #: id(ClassDef) -> ``X`` of every ``self.X = <construction>`` in it.
+    layer_attributes: dict[int, set[str]] = field(default_factory=dict)
+    #: id(FunctionDef or Module) -> local names assigned a construction in it.
+    layer_names: dict[int, set[str]] = field(default_factory=dict)
+    #: (table, row): a row for the class in a table whose FusedMoE row has the same handler.
+    duplicate_rows: list[tuple[cst.CSTNode, cst.CSTNode]] = field(default_factory=list)
+
+
+class _Ancestry(cst.CSTVisitor):
+    """One walk: the parents of the wanted nodes, the classes defined, dotted-name strings."""
+
+    def __init__(self, wanted: set[int]) -> None:
+        super().__init__()
+        self.wanted = wanted
+        self.stack: list[cst.CSTNode] = []
+        #: id -> (node, its parents, outermost first) for the wanted nodes.
+        self.found: dict[int, tuple[cst.CSTNode, Parents]] = {}
+        self.classes: dict[str, cst.ClassDef] = {}
+        self.names_removed = False
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if id(node) in self.wanted:
+            self.found[id(node)] = (node, tuple(self.stack))
+        if isinstance(node, cst.ClassDef):
+            self.classes.setdefault(node.name.value, node)
+        elif isinstance(node, (cst.SimpleString, cst.ConcatenatedString)):
+            text = string_value(node)
+            self.names_removed = self.names_removed or bool(text and names_removed(text))
+        self.stack.append(node)
+        return True
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        self.stack.pop()
+
+
+def find_uses(
+    wrapper: MetadataWrapper, analysis: Analysis, scopes: list[Scope], file: FileContext
+) -> Uses:
+    """Classify every use of the class in the module, and mark what the renames must hold."""
+    uses = Uses()
+    local_classes = {  # id of a name that reads a class defined here -> that class
+        id(access.node): a.node
+        for scope in scopes
+        for a in scope.assignments
+        if isinstance(a.node, cst.ClassDef)
+        for access in a.references
+    }
+    bindings = [*analysis.classes, *analysis.old_modules, *analysis.packages]
+    wanted = {id(ref) for b in bindings for ref in b.references}
+    wanted |= analysis.fused_refs | {id(b.statement) for b in analysis.classes} | set(local_classes)
+    walk = _Ancestry(wanted)
+    wrapper.module.visit(walk)
+    found = walk.found
+
+    # Every expression that is the class (`SharedFusedMoE`, `fm.SharedFusedMoE`, `m.SharedFusedMoE`)
+    # and every one that is vLLM's FusedMoE, with their parents.
+    exprs: list[tuple[cst.CSTNode, Parents, Binding]] = []
+    fused: list[tuple[cst.CSTNode, Parents]] = []
+    for binding in analysis.classes:
+        exprs += [(*found[id(r)], binding) for r in binding.references if id(r) in found]
+    for binding in [*analysis.old_modules, *analysis.packages]:
+        for ref in binding.references:
+            if id(ref) in found:
+                chain = _resolve_chain(*found[id(ref)], binding.target)
+                if chain is not None and chain[2] in OLD_QUALNAMES:
+                    exprs.append((chain[0], chain[1], binding))
+                elif chain is not None:
+                    fused.append(chain[:2])
+    fused += [found[i] for i in analysis.fused_refs if i in found]
+    fused_ids = analysis.fused_refs | {id(node) for node, _ in fused}
+    uses.class_exprs = {id(expr) for expr, _, _ in exprs}
+    for expr, ps, _ in exprs:
+        cls = _class_with_base(expr, ps)
+        if cls is not None:
+            uses.subclasses.setdefault(cls.name.value, cls)
+    for expr, ps, _ in exprs:
+        _record_layer(expr, ps, uses)
+    for ref, cls in local_classes.items():
+        if ref in found and cls in uses.subclasses.values():
+            _record_layer(*found[ref], uses)
+    fused_tests = {id(_function(ps[: t[1]])) for node, ps in fused if (t := _type_test(node, ps))}
+
+    held_exprs: list[tuple[cst.CSTNode, Binding]] = []
+    context = _Context(fused_ids, fused_tests, walk.classes, uses)
+    for expr, ps, binding in exprs:
+        use = _classify(expr, ps, context)
+        if use is not None:
+            uses.held.append(use)
+            held_exprs.append((expr, binding))
+
+    held = analysis.held
+    for expr, binding in held_exprs:
+        if binding in analysis.packages:
+            analysis.held_nodes.update((id(expr), id(binding.statement)))
+        else:
+            held.add(id(binding.alias))
+    statements = {id(b.alias): found.get(id(b.statement), (None, ()))[1] for b in analysis.classes}
+    uses.fallbacks, uses.fallback_nodes = _fallbacks(analysis, statements, fused_ids, file)
+    for fallback in uses.fallbacks:
+        if not fallback.safe:
+            for binding in analysis.classes:
+                if any(p is fallback.block for p in statements[id(binding.alias)]):
+                    held.add(id(binding.alias))
+    if walk.names_removed:
+        # The file patches or stubs the class by its dotted name: renaming its imports would
+        # silently stop them from seeing the stub.
+        held.update(id(b.alias) for b in [*analysis.classes, *analysis.old_modules])
+    _spread(analysis)
+    return uses
+
+
+def _spread(analysis: Analysis) -> None:
+    """Hold every class binding that shares an import statement or a reference with a held one."""
+    refs = {id(b.alias): {id(r) for r in b.references} for b in analysis.classes}
+    changed = True
+    while changed:
+        changed = False
+        held = [b for b in analysis.classes if analysis.is_held(b)]
+        for binding in analysis.classes:
+            if analysis.is_held(binding):
+                continue
+            if any(
+                o.statement is binding.statement or refs[id(o.alias)] & refs[id(binding.alias)]
+                for o in held
+            ):
+                analysis.held.add(id(binding.alias))
+                changed = True
+
+
+def _resolve_chain(ref: cst.CSTNode, ps: Parents, target: str) -> tuple[cst.CSTNode, Parents, str] | None:
+    """``(node, parents, qualified name)`` of ``m.a.b`` when it names either vLLM class."""
+    node, i, name = ref, len(ps), target
+    while i and isinstance(ps[i - 1], cst.Attribute) and ps[i - 1].value is node:  # type: ignore[attr-defined]
+        i -= 1
+        node = ps[i]
+        name = f"{name}.{node.attr.value}"  # type: ignore[attr-defined]
+        if name in OLD_QUALNAMES or name in NEW_QUALNAMES:
+            return node, ps[:i], name
+    return None
+
+
+@dataclass(frozen=True)
+class _Context:
+    fused_ids: set[int]
+    #: ids of the functions (or the module) that test for vLLM's FusedMoE.
+    fused_tests: set[int]
+    #: Classes defined in the module, by name.
+    classes: dict[str, cst.ClassDef]
+    uses: Uses
+
+
+def _classify(expr: cst.CSTNode, ps: Parents, ctx: _Context) -> Use | None:
+    """The held use ``expr`` (the class, with its parents) is part of, if any."""
+    parent = ps[-1] if ps else None
+    if isinstance(parent, cst.Attribute) and parent.value is expr:
+        attr = parent.attr.value
+        target = _target_of(parent, ps[:-1])
+        if target is not None:
+            return Use(PATCH, target, parent, (attr,))
+        if attr == "register_oot":
+            return Use(REGISTRY, "register-oot", parent)
+        if attr in OWN_METHODS:
+            return Use(PATCH, "own-method", parent, (attr,))
+        return None
+    if isinstance(expr, cst.Attribute) and _target_of(expr, ps):
+        return Use(PATCH, "replace", expr)
+    if isinstance(parent, cst.Arg) and len(ps) > 1 and isinstance(ps[-2], cst.Call):
+        call = ps[-2]
+        name = callee(call)
+        if call.args[0] is parent and name == "super":
+            return Use(PATCH, "super", call)
+        if call.args[0] is parent and name.rpartition(".")[2] in ("setattr", "delattr"):
+            return Use(PATCH, "setattr", call, (name,))
+        if call.args[0] is parent and name.endswith(("patch.object", "patch.multiple")):
+            return Use(PATCH, "patch-object", call)
+    cls = _class_with_base(expr, ps)
+    if cls is not None:
+        reasons = _subclass_reasons(cls, parent, ctx)
+        return Use(SUBCLASS, "subclass", expr, (cls.name.value, *reasons)) if reasons else None
+    test = _type_test(expr, ps)
+    if test is not None:
+        call, at, types = test
+        if any(id(t) in ctx.fused_ids for t in types):
+            return None  # "any MoE layer?" means the same once the two classes are one
+        if _branched_on(call, ps[:at]):
+            return Use(ISINSTANCE, "branch", call)
+        if id(_function(ps[:at])) in ctx.fused_tests:
+            return Use(ISINSTANCE, "with-fused", call)
+        return None
+    return _table_use(expr, ps, ctx)
+
+
+def _target_of(node: cst.CSTNode, ps: Parents) -> str | None:
+    """``assign`` or ``delete`` when ``node`` is what a statement binds or deletes."""
+    parent = ps[-1] if ps else None
+    if isinstance(parent, (cst.AssignTarget, cst.AugAssign, cst.AnnAssign)) and parent.target is node:
+        return "assign"
+    if isinstance(parent, cst.Del) and parent.target is node:
+        return "delete"
+    return None
+
+
+def _class_with_base(expr: cst.CSTNode, ps: Parents) -> cst.ClassDef | None:
+    if len(ps) > 1 and isinstance(ps[-1], cst.Arg) and isinstance(ps[-2], cst.ClassDef):
+        if ps[-1].keyword is None and any(arg is ps[-1] for arg in ps[-2].bases):
+            return ps[-2]
+    return None
+
+
+def _subclass_reasons(cls: cst.ClassDef, base: cst.CSTNode, ctx: _Context) -> list[str]:
+    """Why renaming the base of ``cls`` is unsafe: ``duplicate:X``/``base:X``, overrides."""
+    reasons = []
+    for arg in cls.bases:
+        if arg is base or arg.keyword is not None:
+            continue
+        if id(arg.value) in ctx.fused_ids:
+            reasons.append(f"duplicate:{source(arg.value)}")
+        elif not _is_mixin(arg.value, ctx.classes, set()):
+            reasons.append(f"base:{source(arg.value)}")
+    defined = set()
+    for line in cls.body.body:
+        if isinstance(line, cst.FunctionDef):
+            defined.add(line.name.value)
+        elif isinstance(line, cst.SimpleStatementLine):
+            for small in line.body:
+                if isinstance(small, cst.Assign):
+                    defined.update(t.target.value for t in small.targets if isinstance(t.target, cst.Name))
+    return reasons + sorted(defined & OWN_METHODS, reverse=True)
+
+
+def _is_mixin(base: cst.BaseExpression, classes: dict[str, cst.ClassDef], seen: set[str]) -> bool:
+    """A class defined in this module whose bases are only ``object`` or such mixins."""
+    if not isinstance(base, cst.Name):
+        return False
+    if base.value == "object":
+        return True
+    cls = classes.get(base.value)
+    if cls is None or base.value in seen:
+        return False
+    seen.add(base.value)
+    return all(arg.keyword is not None or _is_mixin(arg.value, classes, seen) for arg in cls.bases)
+
+
+def _type_test(expr: cst.CSTNode, ps: Parents) -> tuple[cst.Call, int, list[cst.CSTNode]] | None:
+    """(call, its index in ``ps``, the types it tests) when ``expr`` is a type an isinstance tests."""
+    i, types = len(ps), [expr]
+    if i > 1 and isinstance(ps[i - 1], cst.Element) and isinstance(ps[i - 2], cst.Tuple):
+        types = [e.value for e in ps[i - 2].elements]  # type: ignore[attr-defined]
+        i -= 2
+    if i > 1 and isinstance(ps[i - 1], cst.Arg) and isinstance(ps[i - 2], cst.Call):
+        call = ps[i - 2]
+        if callee(call) in ("isinstance", "issubclass") and len(call.args) == 2 and call.args[1] is ps[i - 1]:  # type: ignore[attr-defined]
+            return call, i - 2, types  # type: ignore[return-value]
+    return None
+
+
+def _branched_on(node: cst.CSTNode, ps: Parents) -> bool:
+    """The answer decides a branch (``if``, ``while``, a conditional, a filter) or is kept."""
+    i = len(ps)
+    while i and isinstance(ps[i - 1], (cst.BooleanOperation, cst.UnaryOperation)):
+        i -= 1
+        node = ps[i]
+    if not i:
+        return False
+    parent = ps[i - 1]
+    if isinstance(parent, (cst.If, cst.While, cst.IfExp, cst.CompIf)):
+        return parent.test is node
+    return isinstance(parent, (cst.Assign, cst.AnnAssign, cst.NamedExpr)) and parent.value is node
+
+
+def _function(ps: Parents) -> cst.CSTNode:
+    """The innermost function (or lambda) around a node, or the module."""
+    for node in reversed(ps):
+        if isinstance(node, (cst.FunctionDef, cst.Lambda)):
+            return node
+    return ps[0]
+
+
+def _table_use(expr: cst.CSTNode, ps: Parents, ctx: _Context) -> Use | None:
+    """A table row for the class next to one for FusedMoE: removed if same handler, else held."""
+    found = _table_row(expr, ps)
+    if found is None:
+        return None
+    table, row, handler = found
+    for other, key, other_handler in _rows(table):
+        if other is not row and id(key) in ctx.fused_ids:
+            if "".join(source(handler).split()) == "".join(source(other_handler).split()):
+                ctx.uses.duplicate_rows.append((table, row))
+                return None
+            return Use(REFERENCE, "table", row, (source(other_handler).strip(), source(handler).strip()))
+    return None
+
+
+def _table_row(expr: cst.CSTNode, ps: Parents) -> tuple[cst.CSTNode, cst.CSTNode, cst.CSTNode] | None:
+    """(table, row, handler) when ``expr`` is the key of a dict entry or of a (type, handler) pair."""
+    if len(ps) > 1 and isinstance(ps[-1], cst.DictElement) and ps[-1].key is expr and isinstance(ps[-2], cst.Dict):
+        return ps[-2], ps[-1], ps[-1].value
+    if (
+        len(ps) > 3
+        and isinstance(ps[-1], cst.Element)
+        and isinstance(ps[-2], cst.Tuple)
+        and len(ps[-2].elements) == 2
+        and ps[-2].elements[0] is ps[-1]
+        and isinstance(ps[-3], cst.Element)
+        and isinstance(ps[-4], (cst.List, cst.Tuple, cst.Set))
+    ):
+        return ps[-4], ps[-3], ps[-2].elements[1].value
+    return None
+
+
+def _rows(table: cst.CSTNode) -> Iterator[tuple[cst.CSTNode, cst.CSTNode, cst.CSTNode]]:
+    for row in table.elements:  # type: ignore[attr-defined]
+        if isinstance(row, cst.DictElement):
+            yield row, row.key, row.value
+        elif isinstance(row, cst.Element) and isinstance(row.value, cst.Tuple) and len(row.value.elements) == 2:
+            yield row, row.value.elements[0].value, row.value.elements[1].value
+
+
+def _record_layer(expr: cst.CSTNode, ps: Parents, uses: Uses) -> None:
+    """Note ``self.X = expr(...)`` / ``x = expr(...)``: X or x holds a layer built as the class."""
+    if len(ps) < 2 or not (isinstance(ps[-1], cst.Call) and ps[-1].func is expr):
+        return
+    call, holder = ps[-1], ps[-2]
+    uses.constructions.add(id(call))
+    if isinstance(holder, cst.Assign) and holder.value is call:
+        targets = [t.target for t in holder.targets]
+    elif isinstance(holder, cst.AnnAssign) and holder.value is call:
+        targets = [holder.target]
+    else:
+        return
+    for target in targets:
+        if isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) and target.value.value == "self":
+            owner = next((p for p in reversed(ps) if isinstance(p, cst.ClassDef)), None)
+            if owner is not None:
+                uses.layer_attributes.setdefault(id(owner), set()).add(target.attr.value)
+        elif isinstance(target, cst.Name):
+            uses.layer_names.setdefault(id(_function(ps)), set()).add(target.value)
+
+
+def _fallbacks(
+    analysis: Analysis, statements: dict[int, Parents], fused_ids: set[int], file: FileContext
+) -> tuple[list[Fallback], frozenset[int]]:
+    """The try/if blocks around class imports, and the ids of what goes with the safe ones.
+
+    ``statements`` maps each class binding (its alias id) to the parents of its import.
+    """
+    blocks: dict[int, tuple[cst.Try | cst.If, set[str]]] = {}
+    for binding in analysis.classes:
+        ps = statements[id(binding.alias)]
+        block = _fallback_block(ps)
+        if block is not None:
+            entry = blocks.setdefault(id(block), (block, set()))
+            if isinstance(block, cst.Try) and any(p is block.body for p in ps):
+                entry[1].add(binding.local)
+    out, gone = [], set()
+    for block, names in blocks.values():
+        safe = isinstance(block, cst.Try) and _safe_try(block, names, fused_ids, file)
+        out.append(Fallback(block, safe))
+        if safe:
+            for handler in block.handlers:  # type: ignore[union-attr]
+                gone |= _ids_within(handler)
+    return out, frozenset(gone)
+
+
+def _fallback_block(ps: Parents) -> cst.Try | cst.If | None:
+    """The ``try`` (or ``if``/``else`` on a condition) an import statement sits in directly."""
+    if len(ps) < 3:
+        return None
+    body, owner = ps[-2], ps[-3]
+    if isinstance(owner, cst.Try) and owner.body is body:
+        return owner
+    if isinstance(owner, cst.ExceptHandler) and len(ps) > 3 and isinstance(ps[-4], cst.Try):
+        return ps[-4]
+    if isinstance(owner, cst.Else) and len(ps) > 3 and isinstance(ps[-4], cst.If):
+        owner = ps[-4]
+    if isinstance(owner, cst.If) and owner.orelse is not None:
+        # `if TYPE_CHECKING:` is for the type checker, never a fallback.
+        if get_full_name_for_node(owner.test) not in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            return owner
+    return None
+
+
+def _safe_try(block: cst.Try, names: set[str], fused_ids: set[int], file: FileContext) -> bool:
+    """Only imports in the ``try``; each ``except ImportError`` binds ``names`` to FusedMoE."""
+    if block.orelse is not None or block.finalbody is not None or not names:
+        return False
+    for line in block.body.body:
+        if not (isinstance(line, cst.SimpleStatementLine) and all(isinstance(s, (cst.Import, cst.ImportFrom)) for s in line.body)):
+            return False
+    for handler in block.handlers:
+        caught = handler.type
+        types = [e.value for e in caught.elements] if isinstance(caught, cst.Tuple) else [caught]
+        if caught is None or any(get_full_name_for_node(t) not in _IMPORT_ERRORS for t in types):
+            return False
+        bound: set[str] = set()
+        for line in handler.body.body:
+            if not isinstance(line, cst.SimpleStatementLine):
+                return False
+            for small in line.body:
+                binds = _binds_fused_moe(small, fused_ids, file)
+                if binds is None:
+                    return False
+                bound |= binds
+        if not names <= bound:
+            return False
+    return True
+
+
+def _binds_fused_moe(small: cst.BaseSmallStatement, fused_ids: set[int], file: FileContext) -> set[str] | None:
+    """Names ``small`` binds to vLLM's FusedMoE (``X = FusedMoE``, ``import FusedMoE as X``); None: other."""
+    if isinstance(small, cst.Assign) and id(small.value) in fused_ids:
+        if all(isinstance(t.target, cst.Name) for t in small.targets):
+            return {t.target.value for t in small.targets}  # type: ignore[attr-defined]
+    if isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar):
+        targets = _import_targets(small, file)
+        if targets and all(target in NEW_QUALNAMES for _, _, target in targets):
+            return {local for _, local, _ in targets}
+    return None
+
+
+class _Ids(cst.CSTVisitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[int] = set()
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        self.ids.add(id(node))
+        return True
+
+
+def _ids_within(node: cst.CSTNode) -> set[int]:
+    collector = _Ids()
+    node.visit(collector)
+    return collector.ids
+
+
+class ReportsUses(Rule):
+    """Base of the findings rules: reports the held uses the shared analysis found for ``ID``.
+
+    Subclasses say what each use means in :meth:`describe`; they may visit more on their own.
+    The class's own module and the package ``__init__`` are left to the tree-level removal.
+    """
+
+    @classmethod
+    def applies_to(cls, file: FileContext) -> bool:
+        return not is_removal_target(file)
+
+    def visit_Module(self, node: cst.Module) -> None:
+        self.analysis = self.shared(analyse)
+        self.uses = self.analysis.uses or Uses()
+        for use in self.uses.held:
+            if use.rule == self.ID:
+                message, fix = self.describe(use)
+                self.flag(use.node, message, fix=fix)
+
+    def describe(self, use: Use) -> tuple[str, str]:
+        """(message, fix) for one of this rule's uses."""
+        raise NotImplementedError
+
+
+class TracksLayers(ReportsUses):
+    """A findings rule that knows, while visiting, which names hold a layer built as the class."""
+
+    def visit_Module(self, node: cst.Module) -> None:
+        super().visit_Module(node)
+        self._classes: list[cst.ClassDef] = []
+        self._functions: list[cst.CSTNode] = [node]
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self._classes.append(node)
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        self._classes.pop()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._functions.append(node)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self._functions.pop()
+
+    def is_layer(self, expr: cst.CSTNode) -> bool:
+        """``self.X`` or ``x`` holds a layer built as the class (or a subclass defined here)."""
+        if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
+            owner = id(self._classes[-1]) if self._classes else None
+            return expr.attr.value in self.uses.layer_attributes.get(owner, ())  # type: ignore[arg-type]
+        if isinstance(expr, cst.Name):
+            return expr.value in self.uses.layer_names.get(id(self._functions[-1]), ())
+        return False
+
+    def in_subclass(self) -> bool:
+        """Visiting the body of a class defined here that derives from the class."""
+        return bool(self._classes) and any(c is self._classes[-1] for c in self.uses.subclasses.values())

@@ -1,0 +1,161 @@
+"""moe-output-tuple: code that relies on ``SharedFusedMoE`` returning ``(shared_out, fused_out)``."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import libcst as cst
+
+from moe_migrate.codemod.outcomes import FileOutcome
+from moe_migrate.codemod.rule import Flagged, Unchanged
+from moe_migrate.codemod.tree import Tree
+from moe_migrate.rules._uses import TracksLayers, source
+from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS, OLD_MODULES
+
+_LAYER = (
+    "from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n\n\n"
+    "class MoEBlock:\n"
+    "    def __init__(self, config):\n"
+    "        self.experts = SharedFusedMoE(shared_experts=self.shared_mlp, num_experts=8)\n\n"
+    "    def forward(self, hidden_states, router_logits):\n"
+)
+
+
+class MoeOutputTuple(TracksLayers):
+    """Flag code that unpacks or indexes the output of a layer built as `SharedFusedMoE`.
+
+    Why: vLLM's `SharedFusedMoE.forward` returned a `(shared_out, fused_out)` pair, and model
+    code unpacked it (`shared_out, routed_out = self.experts(...)`) or indexed it (`out[0]`).
+    `FusedMoE` returns one tensor with the shared experts' output already added: unpacking it
+    fails or, with two tokens, silently splits the batch, and `out[0]` silently takes a row.
+    The same holds for a subclass whose `forward` returns a pair.
+
+    Fix safety: report only. The rename of the layer's class still happens; the code that
+    consumes the output is for a human, who usually deletes the separate shared-expert
+    addition. On a tree that defines `SharedFusedMoE` itself (vLLM or a fork), these call sites
+    are reported by `shared-fused-moe-not-trivial` together with the definition, not twice.
+    """
+
+    ID = "moe-output-tuple"
+    EXAMPLES = (
+        Flagged(
+            _LAYER + "        shared_out, routed_out = self.experts(hidden_states, router_logits)\n"
+            "        return shared_out + routed_out\n",
+            lines=(9,),
+            note="unpacked",
+        ),
+        Flagged(
+            _LAYER + "        out = self.experts(hidden_states=hidden_states, router_logits=router_logits)\n"
+            "        return out[0] + out[1]\n",
+            lines=(10,),
+            note="indexed through a local",
+        ),
+        Flagged(
+            "from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n\n\n"
+            "class NPUSharedFusedMoE(SharedFusedMoE):\n"
+            "    def forward(self, hidden_states, router_logits):\n"
+            "        shared_out = self._shared_experts(hidden_states)\n"
+            "        return shared_out, self.routed(hidden_states)\n",
+            lines=(7,),
+            note="a subclass whose forward returns a pair",
+        ),
+        Unchanged(
+            _LAYER + "        out = self.experts(hidden_states, router_logits)\n"
+            "        return out[:, : self.hidden_size]\n",
+            "a slice of one tensor",
+        ),
+        Unchanged(
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n\n"
+            "class MoEBlock:\n"
+            "    def __init__(self):\n        self.experts = FusedMoE(num_experts=8)\n\n"
+            "    def forward(self, x, logits):\n"
+            "        a, b = self.experts(x, logits)\n        return a\n",
+            "a layer built as FusedMoE",
+        ),
+    )
+
+    def visit_Module(self, node: cst.Module) -> None:
+        super().visit_Module(node)
+        #: Per function: local name -> the layer whose output it holds.
+        self._outputs: list[dict[str, str]] = [{}]
+        self._pair_forward: cst.FunctionDef | None = None
+        self._statement: cst.CSTNode | None = None
+        self._reported: set[int] = set()
+
+    def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> None:
+        self._statement = node
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        super().visit_FunctionDef(node)
+        self._outputs.append({})
+        if node.name.value == "forward" and self.in_subclass() and self._pair_forward is None:
+            self._pair_forward = node
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        super().leave_FunctionDef(original_node)
+        self._outputs.pop()
+        if self._pair_forward is original_node:
+            self._pair_forward = None
+
+    def _output_of(self, expr: cst.BaseExpression) -> str | None:
+        """The layer (as spelled) whose output ``expr`` is: ``self.experts(...)`` or a local."""
+        if isinstance(expr, cst.Call):
+            func = expr.func
+            if isinstance(func, cst.Attribute) and func.attr.value == "forward" and self.is_layer(func.value):
+                func = func.value
+            return source(func) if self.is_layer(func) else None
+        if isinstance(expr, cst.Name):
+            return self._outputs[-1].get(expr.value)
+        return None
+
+    def leave_Assign(self, original_node: cst.Assign) -> None:
+        layer = self._output_of(original_node.value)
+        outputs = self._outputs[-1]
+        for target in original_node.targets:
+            if isinstance(target.target, (cst.Tuple, cst.List)) and layer is not None:
+                self._report(original_node, layer, "unpacks")
+            elif isinstance(target.target, cst.Name):
+                # Assigned after the right-hand side was read: `out = out[0] + out[1]` is a use.
+                if layer is not None and isinstance(original_node.value, cst.Call):
+                    outputs[target.target.value] = layer
+                else:
+                    outputs.pop(target.target.value, None)
+
+    def visit_Subscript(self, node: cst.Subscript) -> None:
+        layer = self._output_of(node.value)
+        index = node.slice[0].slice if len(node.slice) == 1 else None
+        if layer is not None and isinstance(index, cst.Index) and isinstance(index.value, cst.Integer):
+            self._report(node, layer, "indexes")
+
+    def visit_Return(self, node: cst.Return) -> None:
+        if self._pair_forward is not None and self._functions[-1] is self._pair_forward:
+            if isinstance(node.value, cst.Tuple) and len(node.value.elements) == 2:
+                self.flag(
+                    node,
+                    f"This `forward` of a `{OLD_CLASS}` subclass returns a pair, as the removed "
+                    f"class did; code written for `{NEW_CLASS}` expects one tensor with the "
+                    "shared experts' output already added.",
+                    fix="Return one tensor (the routed output plus the shared experts' output) "
+                    f"once the class derives from `{NEW_CLASS}`.",
+                )
+
+    def _report(self, node: cst.CSTNode, layer: str, how: str) -> None:
+        if id(self._statement) in self._reported:
+            return  # `out[0] + out[1]`: one finding for the statement
+        self._reported.add(id(self._statement))
+        self.flag(
+            node,
+            f"This {how} the output of `{layer}`, built as vLLM's `{OLD_CLASS}`, whose `forward` "
+            f"returned `(shared_out, fused_out)`. `{NEW_CLASS}` returns one tensor with the "
+            "shared experts' output already added: unpacking it fails (or, with two tokens, "
+            "silently splits the batch) and `[0]`/`[1]` silently take rows.",
+            fix="Use the layer's output as the final hidden states, and drop the separate "
+            "addition of the shared experts' output.",
+        )
+
+    @classmethod
+    def finish(cls, tree: Tree) -> Mapping[str, FileOutcome]:
+        """On a tree that defines the class itself, `shared-fused-moe-not-trivial` reports these."""
+        if any(tree.path_of(module) is not None for module in OLD_MODULES):
+            return tree.without_findings(cls.ID)
+        return {}

@@ -1,0 +1,154 @@
+"""shared-fused-moe-patch: monkeypatches, stubs and bypasses of ``SharedFusedMoE``."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from moe_migrate.codemod.rule import Flagged, Unchanged
+from moe_migrate.rules._uses import ReportsUses, Use, callee, names_removed, string_value
+from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS, PACKAGE
+
+_IMPORT = "from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n"
+_SETTERS = ("setattr", "delattr", "patch.object", "patch.multiple")
+
+
+class SharedFusedMoePatch(ReportsUses):
+    """Flag code that patches, stubs or bypasses `SharedFusedMoE` instead of just using it.
+
+    Why: plugins patch vLLM in place: `SharedFusedMoE.forward = patched`, `setattr`/`del` on
+    the class, `<module>.SharedFusedMoE = Mine`, `patch.object(SharedFusedMoE, ...)`,
+    `patch("vllm...shared_fused_moe.SharedFusedMoE.forward")`, `sys.modules` stubs of the
+    deleted module, `super(SharedFusedMoE, self)` and `SharedFusedMoE.forward(self, ...)`.
+    Renamed, each would patch or bypass every `FusedMoE` layer, not only those with shared
+    experts; left alone, each fails or silently does nothing once the class is gone.
+
+    Fix safety: report only. The construct, the import of the name and every other use of it
+    in the file are left as they were (a file that patches or stubs the class by its dotted
+    name keeps all its imports of the class, so the stub and the import still agree).
+    """
+
+    ID = "shared-fused-moe-patch"
+    EXAMPLES = (
+        Flagged(
+            _IMPORT + "\n\ndef patched_forward(self, hidden_states, router_logits):\n"
+            "    return hidden_states\n\n\nSharedFusedMoE.forward = patched_forward\n",
+            lines=(8,),
+            note="an attribute of the class replaced",
+        ),
+        Flagged(
+            "import vllm.model_executor.layers.fused_moe as fused_moe\n\n"
+            "fused_moe.SharedFusedMoE = AscendSharedFusedMoE\n",
+            lines=(3,),
+            note="the class replaced on its module",
+        ),
+        Flagged(
+            "import sys\nfrom unittest.mock import MagicMock, patch\n\n"
+            'sys.modules["vllm.model_executor.layers.fused_moe.shared_fused_moe"] = MagicMock()\n'
+            '@patch("vllm.model_executor.layers.fused_moe.SharedFusedMoE.forward")\n'
+            "def test_forward(mock_forward):\n    pass\n",
+            lines=(4, 5),
+            note="a stub of the deleted module, a patch target by name",
+        ),
+        Flagged(
+            _IMPORT + "\n\nclass Mine(AscendFusedMoE):\n"
+            "    def forward(self, hidden_states, router_logits):\n"
+            "        return SharedFusedMoE.forward(self, hidden_states, router_logits)\n",
+            lines=(6,),
+            note="the removed class's own forward, called unbound",
+        ),
+        Unchanged(
+            _IMPORT + "mapping = SharedFusedMoE.make_expert_params_mapping(model)\n",
+            "a classmethod FusedMoE has too: a safe rename",
+        ),
+        Unchanged(
+            "from vllm_ascend.ops.fused_moe import SharedFusedMoE\n\n"
+            "SharedFusedMoE.forward = lambda self, x: x\n",
+            "a plugin's own class of that name",
+        ),
+        Unchanged(
+            'logger.info("vllm.model_executor.layers.fused_moe.shared_fused_moe is gone, using %s", x)\n',
+            "the module's name inside log text",
+        ),
+    )
+
+    def visit_Module(self, node: cst.Module) -> None:
+        super().visit_Module(node)
+        self._in_concatenation = 0
+
+    def describe(self, use: Use) -> tuple[str, str]:
+        attr = use.detail[0] if use.detail else ""
+        every = (
+            f"renamed, it would apply to every `{NEW_CLASS}` layer, not only those with shared "
+            f"experts; left as it is, it fails once vLLM no longer has `{OLD_CLASS}`"
+        )
+        patch_fused = (
+            f"If the change is still needed, patch `{NEW_CLASS}.{attr or 'forward'}` deliberately "
+            "and branch on whether the layer has shared experts; otherwise delete it."
+        )
+        if use.kind in ("assign", "delete"):
+            verb = "replaces" if use.kind == "assign" else "deletes"
+            return f"This {verb} `{OLD_CLASS}.{attr}`: {every}.", patch_fused
+        if use.kind in ("setattr", "patch-object"):
+            return f"`{source_name(use.node)}` patches `{OLD_CLASS}` itself: {every}.", patch_fused
+        if use.kind == "replace":
+            return _replaced_message()
+        if use.kind == "super":
+            return (
+                f"`super({OLD_CLASS}, self)` skips `{OLD_CLASS}`'s own methods to reach "
+                f"`{NEW_CLASS}`'s; renamed to `super({NEW_CLASS}, self)` it would skip "
+                f"`{NEW_CLASS}`'s as well.",
+                f"Derive from `{NEW_CLASS}` and call `super()`.",
+            )
+        return (
+            f"`{OLD_CLASS}.{attr}` is the removed class's own `{attr}`, which differs from "
+            f"`{NEW_CLASS}.{attr}` (its forward returned `(shared_out, fused_out)`, "
+            f"`{NEW_CLASS}`'s returns one tensor with the shared experts added).",
+            f"Call `{NEW_CLASS}.{attr}` (or `super().{attr}`) and adapt to what it returns.",
+        )
+
+    # -- patches by name, which no binding can see -----------------------------------------------
+
+    def visit_ConcatenatedString(self, node: cst.ConcatenatedString) -> None:
+        self._dotted(node)
+        self._in_concatenation += 1
+
+    def leave_ConcatenatedString(self, original_node: cst.ConcatenatedString) -> None:
+        self._in_concatenation -= 1
+
+    def visit_SimpleString(self, node: cst.SimpleString) -> None:
+        if not self._in_concatenation:
+            self._dotted(node)
+
+    def _dotted(self, node: cst.BaseExpression) -> None:
+        text = string_value(node)
+        if text is None or not names_removed(text):
+            return
+        self.flag(
+            node,
+            f'"{text}" names vLLM\'s removed `{OLD_CLASS}` or its deleted module. A patch with '
+            "this target fails after the upgrade, and a `sys.modules` stub of it hides that the "
+            "real import is gone.",
+            fix=f"Patch or stub `{PACKAGE}.{NEW_CLASS}` (the package still exists) where the "
+            "behaviour is still needed, and remove the stub of the deleted module.",
+        )
+
+    def visit_Call(self, node: cst.Call) -> None:
+        # setattr(fused_moe, "SharedFusedMoE", Mine), patch.object(module, "SharedFusedMoE", ...)
+        if len(node.args) > 1 and callee(node).endswith(_SETTERS):
+            if string_value(node.args[1].value) == OLD_CLASS:
+                message, fix = _replaced_message()
+                self.flag(node, message, fix=fix)
+
+
+def source_name(call: cst.CSTNode) -> str:
+    return f"{callee(call)}(...)" if isinstance(call, cst.Call) else OLD_CLASS
+
+
+def _replaced_message() -> tuple[str, str]:
+    return (
+        f"This replaces `{OLD_CLASS}` on a vLLM module. vLLM no longer builds or looks up a "
+        f"`{OLD_CLASS}`, so the replacement is never used; renamed, it would replace "
+        f"`{NEW_CLASS}` for every MoE layer.",
+        f"Replace or register your layer for `{NEW_CLASS}` (it now receives `shared_experts=`) "
+        "so that it handles layers with and without shared experts.",
+    )

@@ -1,0 +1,130 @@
+"""shared-fused-moe-registry: ``SharedFusedMoE`` as a registry key, by name or by ``register_oot``."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from moe_migrate.codemod.rule import Flagged, Unchanged
+from moe_migrate.rules._uses import ReportsUses, Use, callee, string_value
+from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS
+
+_COLLECTIONS = (cst.List, cst.Tuple, cst.Set)
+
+
+class SharedFusedMoeRegistry(ReportsUses):
+    """Flag replacements registered for `SharedFusedMoE` by name, or with `register_oot`.
+
+    Why: out-of-tree plugins swap vLLM's layers for their own by name:
+    `CustomOp.register_oot(name="SharedFusedMoE")`, `{"SharedFusedMoE": MyLayer}` tables, lists
+    of layer names, `@SharedFusedMoE.register_oot`. vLLM never builds a `SharedFusedMoE` once
+    the class is gone, so such a replacement is silently never used; renamed to "FusedMoE",
+    the key would collide with the existing "FusedMoE" entry and silently replace it.
+
+    Fix safety: report only. Strings are never rewritten; `@SharedFusedMoE.register_oot` is left
+    as it was with the name's import and all its uses. Comparisons of a class name with a tuple
+    of names belong to `moe-class-name-check`; `__all__` lists and log text are left alone.
+    """
+
+    ID = "shared-fused-moe-registry"
+    EXAMPLES = (
+        Flagged(
+            "from vllm.model_executor.custom_op import CustomOp\n\n\n"
+            '@CustomOp.register_oot(name="SharedFusedMoE")\n'
+            "class TTSharedFusedMoE(TTFusedMoE):\n    pass\n",
+            lines=(4,),
+            note="register_oot by name",
+        ),
+        Flagged(
+            "REGISTERED_ASCEND_OPS = {\n"
+            '    "FusedMoE": AscendFusedMoE,\n'
+            '    "SharedFusedMoE": AscendSharedFusedMoE,\n'
+            "}\n",
+            lines=(3,),
+            note="a dict key",
+        ),
+        Flagged(
+            "from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n\n\n"
+            "@SharedFusedMoE.register_oot\n"
+            "class NPUSharedFusedMoE(NPUFusedMoE):\n    pass\n",
+            lines=(4,),
+            note="@SharedFusedMoE.register_oot",
+        ),
+        Unchanged(
+            'if module.__class__.__name__ in ("FusedMoE", "SharedFusedMoE"):\n    pass\n',
+            "a class-name check (moe-class-name-check's)",
+        ),
+        Unchanged(
+            'logger.info("SharedFusedMoE", extra=x)\n__all__ = ["SharedFusedMoE"]\n',
+            "log text, an export list",
+        ),
+    )
+
+    def visit_Module(self, node: cst.Module) -> None:
+        super().visit_Module(node)
+        self._skip: set[int] = set()
+
+    def describe(self, use: Use) -> tuple[str, str]:
+        return (
+            f"`@{OLD_CLASS}.register_oot` registers a replacement for vLLM's removed class. vLLM "
+            f"no longer builds a `{OLD_CLASS}`, so it is never used; renamed to "
+            f"`{NEW_CLASS}.register_oot`, it would replace every MoE layer.",
+            _FIX,
+        )
+
+    def _report(self, node: cst.BaseExpression | None) -> None:
+        if node is not None and id(node) not in self._skip and string_value(node) == OLD_CLASS:
+            self._skip.add(id(node))
+            self.flag(
+                node,
+                f'This registers a layer under the name "{OLD_CLASS}". vLLM no longer creates a '
+                f'layer by that name, so the replacement is silently never used; renamed to '
+                f'"{NEW_CLASS}", the key would collide with the existing "{NEW_CLASS}" entry and '
+                "silently replace it.",
+                fix=_FIX,
+            )
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if "register" in callee(node).rpartition(".")[2]:
+            for arg in node.args:
+                self._report(arg.value)
+
+    def visit_DictElement(self, node: cst.DictElement) -> None:
+        self._report(node.key)
+
+    def visit_SubscriptElement(self, node: cst.SubscriptElement) -> None:
+        if isinstance(node.slice, cst.Index):
+            self._report(node.slice.value)
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if any(isinstance(t.target, cst.Name) and t.target.value == "__all__" for t in node.targets):
+            self._skip.add(id(node.value))
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        if isinstance(node.target, cst.Name) and node.target.value == "__all__":
+            self._skip.add(id(node.value))
+
+    def visit_Comparison(self, node: cst.Comparison) -> None:
+        # `name in ("FusedMoE", "SharedFusedMoE")` is a class-name check, not a registry.
+        self._skip.update(id(c.comparator) for c in node.comparisons)
+        self._skip.add(id(node.left))
+
+    def visit_List(self, node: cst.List) -> None:
+        self._elements(node)
+
+    def visit_Tuple(self, node: cst.Tuple) -> None:
+        self._elements(node)
+
+    def visit_Set(self, node: cst.Set) -> None:
+        self._elements(node)
+
+    def _elements(self, node: cst.List | cst.Tuple | cst.Set) -> None:
+        if id(node) not in self._skip:
+            for element in node.elements:
+                self._report(element.value)
+
+
+_FIX = (
+    f'Fold this replacement into the one registered for "{NEW_CLASS}" (it now also receives '
+    "`shared_experts=`, so handle layers with and without shared experts), then remove this "
+    "registration."
+)

@@ -1,0 +1,164 @@
+"""What a person sees on stderr: progress, one line per file, findings, a closing summary.
+
+Used only by :mod:`moe_migrate.cli`. Everything goes to one rich console on stderr, so stdout
+stays the payload (diffs, reports). Rich writes plain text when stderr is not a terminal and
+honours ``NO_COLOR``; the progress bar shows only on an interactive terminal, never under CI,
+and only for runs with more than a handful of files to analyse. ``quiet`` keeps errors only.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from moe_migrate.codemod.outcomes import FileOutcome
+    from moe_migrate.codemod.run import Plan
+
+#: Up to this many files to analyse, a progress bar would only flicker.
+HANDFUL = 8
+_VERBS = {"apply": "rewrote", "check": "would rewrite", "diff": "would rewrite"}
+
+
+def in_ci(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether a CI service runs us (``CI`` set to anything but empty/0/false, or Actions)."""
+    value = environ.get("CI", "").strip().lower()
+    return value not in ("", "0", "false", "no") or environ.get("GITHUB_ACTIONS") == "true"
+
+
+class Terminal:
+    """The stderr side of one run. ``console`` is for tests; by default rich's own on stderr."""
+
+    def __init__(
+        self, *, quiet: bool = False, verbose: bool = False, progress: bool = True, console: "Console | None" = None
+    ) -> None:
+        if console is None:
+            from rich.console import Console
+
+            console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.console = console
+        self.quiet = quiet
+        self.verbose = verbose
+        self._progress = progress and not quiet and not in_ci() and self.console.is_interactive
+
+    def error(self, message: str) -> None:
+        self.console.print(f"error: {message}", style="red", markup=False)
+
+    def warning(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(f"warning: {message}", style="yellow", markup=False)
+
+    @contextmanager
+    def progress(self) -> Iterator[Callable[[int, int], None]]:
+        """A ``(done, total)`` callback for the engine that draws a bar when it is worth it."""
+        bar: Any = None
+        task: Any = None
+
+        def advance(done: int, total: int) -> None:
+            nonlocal bar, task
+            if bar is None:
+                if not self._progress or total <= HANDFUL:
+                    return
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+                bar = Progress(
+                    TextColumn("migrating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=self.console, transient=True,
+                )
+                bar.start()
+                task = bar.add_task("migrating", total=total)
+            bar.update(task, completed=done, total=total)
+
+        try:
+            yield advance
+        finally:
+            if bar is not None:
+                bar.stop()
+
+    def outcomes(self, plan: "Plan", mode: str) -> None:
+        """One line per file that changes or failed, then every finding."""
+        for outcome in plan.outcomes:
+            self._outcome(outcome, mode)
+        for finding in plan.findings:
+            if self.quiet and finding.severity.value != "error":
+                continue
+            style = {"error": "red", "warning": "yellow"}.get(finding.severity.value)
+            self.console.print(
+                f"{finding.path}:{finding.line}:{finding.column}: {finding.severity.value} "
+                f"[{finding.rule}] {finding.message}",
+                style=style,
+                markup=False,
+            )
+            if finding.fix:
+                self.console.print(f"    fix: {finding.fix}", markup=False)
+
+    def _outcome(self, outcome: "FileOutcome", mode: str) -> None:
+        if outcome.status == "failed":
+            self.console.print(f"{outcome.path}: error: {outcome.message}", style="red", markup=False)  # type: ignore[union-attr]
+            if self.verbose and outcome.traceback:  # type: ignore[union-attr]
+                self.console.print(outcome.traceback, markup=False)  # type: ignore[union-attr]
+        elif self.quiet:
+            return
+        elif outcome.status in ("changed", "created", "deleted"):
+            verb = _VERBS[mode]
+            what = {"changed": verb, "created": f"{verb} (new file)", "deleted": f"{verb} (delete)"}
+            self.console.print(f"{what[outcome.status]} {outcome.path} ({', '.join(outcome.rules)})", markup=False)
+        elif self.verbose:
+            self.console.print(f"{outcome.status} {outcome.path}", markup=False, style="dim")
+
+    def summary(self, plan: "Plan", mode: str, smoke: Mapping[str, Any] | None = None) -> None:
+        """The closing table (files, findings per rule, smoke test) and a one-line verdict."""
+        if self.quiet:
+            return
+        from collections import Counter
+
+        from rich import box
+        from rich.table import Table
+
+        from moe_migrate.codemod.report.common import counts
+
+        numbers = counts(plan)
+        edited = "rewritten" if mode == "apply" else "to rewrite"
+        files = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for name in ("scanned", edited, "unchanged", "skipped", "failed", "findings"):
+            files.add_column(name, justify="right")
+        files.add_row(*(str(n) for n in numbers.values()))
+        self.console.print(files)
+        by_rule = Counter((f.rule, f.severity.value) for f in plan.findings)
+        if by_rule:
+            rules = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+            for name, justify in (("rule", "left"), ("severity", "left"), ("findings", "right")):
+                rules.add_column(name, justify=justify)  # type: ignore[arg-type]
+            for (rule, severity), count in sorted(by_rule.items()):
+                rules.add_row(rule, severity, str(count))
+            self.console.print(rules)
+        if smoke is not None:
+            self.console.print(smoke_line(smoke), markup=False)
+        style = "red" if numbers["failed"] else "yellow" if numbers["edited"] or numbers["findings"] else "green"
+        self.console.print(verdict(plan, mode), style=style, markup=False)
+
+
+def smoke_line(smoke: Mapping[str, Any]) -> str:
+    """The smoke test in one line (the shape of ``SmokeReport.to_json()``)."""
+    if smoke.get("skipped_reason"):
+        return f"smoke test: did not run: {smoke['skipped_reason']}"
+    summary = smoke.get("summary") or {}
+    cases = ", ".join(f"{count} {status}" for status, count in summary.items())
+    where = ", ".join(str(smoke[k]) for k in ("device", "backend") if smoke.get(k))
+    return f"smoke test: {cases or 'no cases'}" + (f" ({where})" if where else "")
+
+
+def verdict(plan: "Plan", mode: str) -> str:
+    """``N files scanned, M rewritten, K findings`` and what to do next."""
+    edits, findings, failed = len(plan.edits), len(plan.findings), len(plan.failures)
+    parts = [f"{plan.scanned} files scanned", f"{edits} {'rewritten' if mode == 'apply' else 'to rewrite'}"]
+    parts.append(f"{findings} finding{'s' if findings != 1 else ''}")
+    if failed:
+        parts.append(f"{failed} failed")
+    line = ", ".join(parts)
+    if edits and mode != "apply":
+        line += "; run without --check/--diff to rewrite"
+    return line
