@@ -1,7 +1,9 @@
-"""The command line: options -> engine -> exit code. The only module that knows the terminal.
+"""The command line: options -> engine -> exit code.
 
-stdout carries only the payload (diffs, JSON); everything a person reads goes to one rich
-console on stderr, plain when stderr is not a terminal.
+stdout carries only the payload (diffs, reports); everything a person reads goes to one rich
+console on stderr (:mod:`moe_migrate.terminal`, which only this module uses), plain when
+stderr is not a terminal. Heavy modules (rich, LibCST, the renderers) are imported where they
+are needed: pre-commit starts this on every commit.
 """
 
 from __future__ import annotations
@@ -84,7 +86,8 @@ def migrate(
     output_format: OutputFormat = typer.Option(OutputFormat.text, "--output-format", help="What goes to stdout: text (diffs with --diff), or a report: json, markdown, sarif, github (workflow commands), gitlab (Code Quality)."),
     report: Optional[List[str]] = typer.Option(None, "--report", metavar="FORMAT=PATH", callback=_reports, help="Also write a report to PATH (repeatable); FORMAT is json, markdown, sarif, github or gitlab. A bare 'markdown' appends to $GITHUB_STEP_SUMMARY."),
     allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Rewrite files even if they have uncommitted changes in git."),
-    smoke: Optional[bool] = typer.Option(None, "--smoke/--no-smoke", help="Run, or skip, the smoke test of the migrated tree. The pre-commit hooks pass --no-smoke."),
+    smoke: Optional[bool] = typer.Option(None, "--smoke/--no-smoke", help="Require, or skip, the smoke test of the migrated tree (default: after a rewrite, when torch and triton are installed). With --check/--diff, --smoke tests the proposed sources in memory. The pre-commit hooks pass --no-smoke."),
+    smoke_only: bool = typer.Option(False, "--smoke-only", help="Only run the smoke test, on the tree as it is; rewrite nothing."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Never draw a progress bar (it shows only on a terminal, never under CI)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only errors."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Also list unchanged files and tracebacks."),
@@ -116,7 +119,7 @@ def migrate(
     from moe_migrate.codemod.run import build_plan
 
     try:
-        rule_ids, warnings = rules.select(_split(select), _split(ignore))
+        rule_ids, warnings = ([], []) if smoke_only else rules.select(_split(select), _split(ignore))
         with terminal.progress() as progress:
             plan = build_plan(paths, rule_ids, excludes=_split(exclude), jobs=jobs or None, progress=progress)
     except (rules.UnknownRule, DiscoveryError) as error:
@@ -126,12 +129,42 @@ def migrate(
         terminal.warning(warning)
     if not plan.scanned:
         terminal.warning("no Python files in the paths given (all excluded, ignored by git, or not .py/.pyi)")
-    mode = "diff" if diff else "check" if check else "apply"
+    mode = "diff" if diff else "check" if check or smoke_only else "apply"
     if mode == "apply":
         _refuse_dirty(plan, allow_dirty, terminal)
         plan = _write(plan)
-    emitted = _emit(plan, mode, output_format, report or [], terminal)
-    raise typer.Exit(max(exit_code(plan, mode), emitted))
+    plan, smoke_report, smoke_code = _smoke(plan, mode, True if smoke_only else smoke, terminal)
+    emitted = _emit(plan, mode, output_format, report or [], terminal, smoke_report)
+    raise typer.Exit(max(exit_code(plan, mode), emitted, smoke_code))
+
+
+def _smoke(
+    plan: "Plan", mode: str, requested: Optional[bool], terminal: "Terminal"
+) -> tuple["Plan", Optional[Mapping[str, Any]], ExitCode]:
+    """Run the smoke test on the Plan's proposed sources when asked, or by default after a rewrite.
+
+    ``requested``: True requires it (exit 2 if it cannot run), False skips it, None runs it
+    after a rewrite that changed something, when torch and triton are installed.
+    """
+    if requested is False or (requested is None and (mode != "apply" or not plan.edits)):
+        return plan, None, ExitCode.CLEAN
+    from dataclasses import replace
+
+    from moe_migrate.smoke.harness import run_smoke, smoke_available
+
+    missing = smoke_available()
+    if missing is not None:
+        if requested:
+            terminal.error(f"the smoke test cannot run: {missing}. Install the extra: pip install 'moe-migrate[smoke]'")
+            return plan, None, ExitCode.ERROR
+        terminal.warning(f"smoke test skipped: {missing} (pip install 'moe-migrate[smoke]' to run it)")
+        return plan, None, ExitCode.CLEAN
+    result = run_smoke(plan.sources(b"FusedMoE"), plan.root)
+    plan = replace(plan, extra_findings=(*plan.extra_findings, *result.findings))
+    if result.skipped_reason is not None:
+        terminal.error(f"the smoke test could not run: {result.skipped_reason}")
+        return plan, result.to_json(), ExitCode.ERROR if requested else ExitCode.CLEAN
+    return plan, result.to_json(), ExitCode.CLEAN if result.ok else ExitCode.CHANGES
 
 
 def exit_code(plan: "Plan", mode: str) -> ExitCode:
@@ -174,9 +207,9 @@ def _refuse_dirty(plan: "Plan", allow_dirty: bool, terminal: "Terminal") -> None
     if dirty:
         listing = "\n".join(f"  * {targets[str(path)]} ({state})" for path, state in dirty)
         terminal.error(
-            f"{len(dirty)} of the files to rewrite have uncommitted changes, and moe-migrate rewrites "
-            f"files in place:\n{listing}\nCommit or stash them first, or pass --allow-dirty to rewrite "
-            "them anyway. Nothing was written."
+            f"{'a file' if len(dirty) == 1 else f'{len(dirty)} files'} to rewrite {'has' if len(dirty) == 1 else 'have'} "
+            f"uncommitted changes, and moe-migrate rewrites files in place:\n{listing}\n"
+            "Commit or stash first, or pass --allow-dirty to rewrite anyway. Nothing was written."
         )
         raise typer.Exit(ExitCode.ERROR)
 

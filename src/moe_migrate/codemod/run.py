@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.discover import discover, module_name, relative
-from moe_migrate.codemod.outcomes import EDITS, Failed, FileOutcome, Finding
+from moe_migrate.codemod.outcomes import EDITS, Deleted, Failed, FileOutcome, Finding
 
 #: Below this many candidate files a pool costs more than it saves.
 POOL_THRESHOLD = 4
@@ -33,6 +33,10 @@ class Plan:
     #: How many files discovery found (analysed or not).
     scanned: int
     rules: tuple[str, ...]
+    #: Every discovered file (POSIX, relative to ``root``), analysed or not.
+    files: tuple[str, ...] = ()
+    #: Findings about the tree rather than one file's rewrite (e.g. the smoke test's).
+    extra_findings: tuple[Finding, ...] = ()
 
     @property
     def edits(self) -> tuple[FileOutcome, ...]:
@@ -44,7 +48,27 @@ class Plan:
 
     @property
     def findings(self) -> tuple[Finding, ...]:
-        return tuple(sorted(f for o in self.outcomes for f in o.findings))
+        return tuple(sorted([*(f for o in self.outcomes for f in o.findings), *self.extra_findings]))
+
+    def sources(self, containing: bytes) -> dict[str, bytes]:
+        """The tree as the migration leaves it: every file that contains ``containing``.
+
+        Proposed bytes for the files the Plan edits (deleted files are absent), bytes on disk
+        for the rest; nothing needs to have been written. Unreadable files are left out.
+        """
+        edits = {o.path: o for o in self.edits}
+        out: dict[str, bytes] = {}
+        for path in sorted({*self.files, *edits}):
+            outcome = edits.get(path)
+            if isinstance(outcome, Deleted):
+                continue
+            try:
+                data = outcome.after if outcome is not None else (self.root / path).read_bytes()
+            except OSError:
+                continue
+            if containing in data:
+                out[path] = data
+        return out
 
 
 @dataclass(frozen=True)
@@ -114,7 +138,8 @@ def build_plan(
     if candidates:
         outcomes = _finish(found.root, found.files, outcomes, rule_ids)
     outcomes.sort(key=lambda o: o.path)
-    return Plan(found.root, tuple(outcomes), len(found.files), tuple(rule_ids))
+    files = tuple(relative(path, found.root) for path in found.files)
+    return Plan(found.root, tuple(outcomes), len(found.files), tuple(rule_ids), files)
 
 
 def _finish(

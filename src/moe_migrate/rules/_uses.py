@@ -2,11 +2,13 @@
 
 Part of the shared analysis: :func:`moe_migrate.rules._vllm.analyse` calls :func:`find_uses`
 once per file that binds the class. A use whose meaning changes when the class becomes
-``FusedMoE`` is recorded as a :class:`Use` naming the rule that reports it, and every binding
-it reaches is *held*: the rename rules leave that binding, its import and all its other
-references exactly as they were, so a file is never half-migrated and no name is left
-undefined. Holding does not depend on which rules run: ``--ignore`` silences a finding, it
-never makes the renames do something unsafe.
+``FusedMoE`` is recorded as a :class:`Use` naming the rule that reports it, and the file is
+*held*: the rename rules leave every binding of the class in it, their imports and all their
+references (``fm.SharedFusedMoE`` chains included) exactly as they were, and the safe rewrites
+that assume the new vLLM (dropping a fallback block, a duplicate table row) are not made. A
+file is migrated whole or left for a human, never half-migrated, and no name is left undefined.
+Holding does not depend on which rules run: ``--ignore`` silences a finding, it never makes the
+renames do something unsafe.
 
 Uses that hold their binding, by the rule that reports them:
 
@@ -14,8 +16,8 @@ Uses that hold their binding, by the rule that reports them:
   ``__init__``, or that has another base which is not a plain mixin defined in the same file.
 - ``shared-fused-moe-patch``: an attribute of the class assigned or deleted; the class given to
   ``setattr``/``delattr``/``patch.object``/``super``; its own ``forward``/``__init__`` reached
-  through it; the class replaced on its module. A file that names the class or its deleted
-  module in a dotted string (a ``patch`` target, a ``sys.modules`` stub) holds all its bindings.
+  through it; the class replaced on its module; and the class or its deleted module named in a
+  dotted string (a ``patch`` target, a ``sys.modules`` stub).
 - ``shared-fused-moe-registry``: ``SharedFusedMoE.register_oot``.
 - ``shared-fused-moe-isinstance``: ``isinstance``/``issubclass`` against it, without ``FusedMoE``
   in the same tuple, whose answer is branched on or kept, or in a function that also tests for
@@ -209,51 +211,22 @@ def find_uses(
             _record_layer(*found[ref], uses)
     fused_tests = {id(_function(ps[: t[1]])) for node, ps in fused if (t := _type_test(node, ps))}
 
-    held_exprs: list[tuple[cst.CSTNode, Binding]] = []
     context = _Context(fused_ids, fused_tests, walk.classes, uses)
-    for expr, ps, binding in exprs:
+    for expr, ps, _ in exprs:
         use = _classify(expr, ps, context)
         if use is not None:
             uses.held.append(use)
-            held_exprs.append((expr, binding))
-
-    held = analysis.held
-    for expr, binding in held_exprs:
-        if binding in analysis.packages:
-            analysis.held_nodes.update((id(expr), id(binding.statement)))
-        else:
-            held.add(id(binding.alias))
     statements = {id(b.alias): found.get(id(b.statement), (None, ()))[1] for b in analysis.classes}
     uses.fallbacks, uses.fallback_nodes = _fallbacks(analysis, statements, fused_ids, file)
-    for fallback in uses.fallbacks:
-        if not fallback.safe:
-            for binding in analysis.classes:
-                if any(p is fallback.block for p in statements[id(binding.alias)]):
-                    held.add(id(binding.alias))
-    if walk.names_removed:
-        # The file patches or stubs the class by its dotted name: renaming its imports would
-        # silently stop them from seeing the stub.
-        held.update(id(b.alias) for b in [*analysis.classes, *analysis.old_modules])
-    _spread(analysis)
+    # A dotted string naming the class or its module is a patch or a stub: renaming the imports
+    # would silently stop them from seeing it.
+    if uses.held or walk.names_removed or not all(f.safe for f in uses.fallbacks):
+        analysis.held.update(id(b.alias) for b in [*analysis.classes, *analysis.old_modules])
+        for expr, _, binding in exprs:
+            if binding in analysis.packages:
+                analysis.held_nodes.update((id(expr), id(binding.statement)))
+        uses.duplicate_rows.clear()
     return uses
-
-
-def _spread(analysis: Analysis) -> None:
-    """Hold every class binding that shares an import statement or a reference with a held one."""
-    refs = {id(b.alias): {id(r) for r in b.references} for b in analysis.classes}
-    changed = True
-    while changed:
-        changed = False
-        held = [b for b in analysis.classes if analysis.is_held(b)]
-        for binding in analysis.classes:
-            if analysis.is_held(binding):
-                continue
-            if any(
-                o.statement is binding.statement or refs[id(o.alias)] & refs[id(binding.alias)]
-                for o in held
-            ):
-                analysis.held.add(id(binding.alias))
-                changed = True
 
 
 def _resolve_chain(ref: cst.CSTNode, ps: Parents, target: str) -> tuple[cst.CSTNode, Parents, str] | None:

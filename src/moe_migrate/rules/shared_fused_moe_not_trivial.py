@@ -170,8 +170,10 @@ class SharedFusedMoeNotTrivial(Rule):
         layers = scope["layers"]
         lines: set[int] = set()
         for node, attr, how in scope["sites"]:  # type: ignore[attr-defined]
+            if attr not in layers:  # type: ignore[operator]
+                continue
             line = self.position(node)[0]
-            if attr in layers and line not in lines:  # type: ignore[operator]
+            if line not in lines:
                 lines.add(line)  # `out[0] + out[1]` is one site, not two
                 self.flag(
                     node,

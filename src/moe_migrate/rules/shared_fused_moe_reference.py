@@ -129,8 +129,11 @@ class SharedFusedMoeReference(Rule):
         self._packages: dict[int, Binding] = {
             id(ref): b for b in analysis.packages for ref in b.references
         }
-        # Prose stays as it was while code in the file still says SharedFusedMoE.
-        self._prose = not (analysis.defines_own or analysis.held or analysis.held_nodes) and (
+        # Prose stays as it was while code in the file still says SharedFusedMoE, and where the
+        # file tests whether the class exists ("runs with and without SharedFusedMoE").
+        fallbacks = analysis.uses.fallbacks if analysis.uses else ()
+        held = analysis.held or analysis.held_nodes or fallbacks
+        self._prose = not (analysis.defines_own or held) and (
             analysis.uses_vllm_class or (self.file.module or "").startswith("vllm.")
         )
         self._docstring(node)

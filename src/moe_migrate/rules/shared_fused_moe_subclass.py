@@ -94,9 +94,10 @@ class SharedFusedMoeSubclass(ReportsUses):
                     f"`use_overlapped=`), which `{NEW_CLASS}.__init__` does not mirror"
                 )
                 fix.append(f"pass `shared_experts=` on to `{NEW_CLASS}.__init__` and drop what only the old class took")
+        advice = f"{'; '.join(fix)}; then import `{NEW_CLASS}` instead of `{OLD_CLASS}`."
         return (
             f"`{name}` derives from vLLM's removed `{OLD_CLASS}`, and renaming the base is not "
             f"enough: {'; '.join(why)}. The class and every use of `{OLD_CLASS}` in this file "
             "were left as they were.",
-            f"{'; '.join(fix).capitalize()}; then import `{NEW_CLASS}` instead of `{OLD_CLASS}`.",
+            advice[:1].upper() + advice[1:],
         )

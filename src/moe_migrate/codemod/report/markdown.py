@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import re
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Iterable, Mapping
 
 from moe_migrate import __version__
@@ -119,7 +120,7 @@ def _smoke(smoke: Mapping[str, Any]) -> str:
 
 
 def _diff_block(outcome: Any, links: Links) -> str:
-    text = diff_text(outcome) or ""
+    text = diff_text(replace(outcome, path=links.path(outcome.path))) or ""
     added = sum(1 for line in text.splitlines() if line.startswith("+") and not line.startswith("+++"))
     removed = sum(1 for line in text.splitlines() if line.startswith("-") and not line.startswith("---"))
     cut = ""
