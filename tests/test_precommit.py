@@ -186,7 +186,7 @@ def repo(tmp_path) -> Path:
 
 
 def run_apply(repo: Path, *args: str, env: dict[str, str] | None = None):
-    return moe_migrate(*args, str(repo), cwd=repo, env={"PRE_COMMIT": "", **(env or {})})
+    return moe_migrate("--no-smoke", *args, str(repo), cwd=repo, env={"PRE_COMMIT": "", **(env or {})})
 
 
 def test_clean_tree_is_rewritten(repo) -> None:

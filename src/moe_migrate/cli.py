@@ -33,6 +33,8 @@ class ExitCode(enum.IntEnum):
     CHANGES = 1
     #: Usage error, unreadable or unparsable file, rule crash.
     ERROR = 2
+    #: Stopped by Ctrl-C (SIGINT); 143 for SIGTERM. Every file is either untouched or rewritten.
+    INTERRUPTED = 130
 
 
 class OutputFormat(str, enum.Enum):
@@ -125,6 +127,9 @@ def migrate(
     except (rules.UnknownRule, DiscoveryError) as error:
         console.print(f"error: {error}", style="red")
         raise typer.Exit(ExitCode.ERROR)
+    except KeyboardInterrupt:
+        terminal.error("interrupted while analysing; nothing was written")
+        raise typer.Exit(ExitCode.INTERRUPTED)
     for warning in warnings:
         terminal.warning(warning)
     if not plan.scanned:
@@ -132,8 +137,13 @@ def migrate(
     mode = "diff" if diff else "check" if check or smoke_only else "apply"
     if mode == "apply":
         _refuse_dirty(plan, allow_dirty, terminal)
-        plan = _write(plan)
-    plan, smoke_report, smoke_code = _smoke(plan, mode, True if smoke_only else smoke, terminal)
+        plan = _write(plan, terminal)
+    try:
+        plan, smoke_report, smoke_code = _smoke(plan, mode, True if smoke_only else smoke, terminal)
+    except KeyboardInterrupt:
+        terminal.outcomes(plan, mode)
+        terminal.error("interrupted during the smoke test (the files above were written in full)")
+        raise typer.Exit(ExitCode.INTERRUPTED)
     emitted = _emit(plan, mode, output_format, report or [], terminal, smoke_report)
     raise typer.Exit(max(exit_code(plan, mode), emitted, smoke_code))
 
@@ -180,13 +190,25 @@ def exit_code(plan: "Plan", mode: str) -> ExitCode:
     return ExitCode.CLEAN
 
 
-def _write(plan: "Plan") -> "Plan":
+def _write(plan: "Plan", terminal: "Terminal") -> "Plan":
+    """Write the Plan; on Ctrl-C/SIGTERM, finish the file in flight, say what was written, exit."""
     from dataclasses import replace
 
-    from moe_migrate.codemod.write import apply_outcome
+    from moe_migrate.codemod.write import write_plan
 
-    written = tuple(apply_outcome(o, plan.root) for o in plan.outcomes)
-    return replace(plan, outcomes=written)
+    written = write_plan(plan.outcomes, plan.root)
+    plan = replace(plan, outcomes=written.outcomes)
+    if written.signal is None:
+        return plan
+    left = {id(o) for o in written.not_reached}
+    done = replace(plan, outcomes=tuple(o for o in written.outcomes if id(o) not in left))
+    terminal.outcomes(done, "apply")
+    count = sum(o.status in ("changed", "created", "deleted") for o in done.outcomes)
+    terminal.error(
+        f"interrupted: {count} file{'s' if count != 1 else ''} rewritten (listed above), "
+        f"{len(left)} not written and left exactly as they were. Run again to finish."
+    )
+    raise typer.Exit(128 + written.signal)
 
 
 def _refuse_dirty(plan: "Plan", allow_dirty: bool, terminal: "Terminal") -> None:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 if TYPE_CHECKING:
+    from rich.table import Table
     from rich.console import Console
 
     from moe_migrate.codemod.outcomes import FileOutcome
@@ -136,9 +137,51 @@ class Terminal:
                 rules.add_row(rule, severity, str(count))
             self.console.print(rules)
         if smoke is not None:
+            if smoke.get("cases"):
+                self.console.print(smoke_table(smoke))
             self.console.print(smoke_line(smoke), markup=False)
         style = "red" if numbers["failed"] else "yellow" if numbers["edited"] or numbers["findings"] else "green"
         self.console.print(verdict(plan, mode), style=style, markup=False)
+
+
+def routing(config: Mapping[str, Any]) -> str:
+    """A site's routing in a few words: ``sigmoid top-8/256, grouped 4/8, bias, x2.5``."""
+    top_k, experts = config.get("top_k"), config.get("num_experts")
+    words = [f"{config.get('scoring_func', 'softmax')} top-{top_k}/{experts}"]
+    if config.get("use_grouped_topk"):
+        words.append(f"grouped {config.get('topk_group')}/{config.get('num_expert_group')}")
+    if config.get("e_score_correction_bias") is not None:
+        words.append("bias")
+    if config.get("custom_routing_function") is not None:
+        words.append("custom")
+    if config.get("routed_scaling_factor") not in (None, 1.0):
+        words.append(f"x{config['routed_scaling_factor']}")
+    if config.get("shared_experts") is not None:
+        words.append("+shared")
+    return ", ".join(words)
+
+
+def smoke_table(smoke: Mapping[str, Any]) -> "Table":
+    """One row per call site: where, routing, error against tolerance, verdict (the device and
+    backend, the same for every case, are on the line below the table)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in ("site", "routing", "max error", "tolerance", "status"):
+        table.add_column(name, justify="right" if name in ("max error", "tolerance") else "left")
+    styles = {"passed": "green", "failed": "red", "error": "red"}
+    for case in smoke["cases"]:
+        error = case.get("max_error")
+        table.add_row(
+            f"{case['path'].rsplit('/', 1)[-1]}:{case['line']}",
+            routing(case.get("config") or {}),
+            "-" if error is None else f"{error:.1e}",
+            "-" if case.get("tolerance") is None else f"{case['tolerance']:.1e}",
+            case.get("status", ""),
+            style=styles.get(case.get("status", "")),
+        )
+    return table
 
 
 def smoke_line(smoke: Mapping[str, Any]) -> str:

@@ -7,15 +7,27 @@ apply to explicit file arguments too, since pre-commit passes files explicitly.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
+import mmap
 import os
+import stat
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from moe_migrate.codemod.outcomes import Failed
 
 SUFFIXES = (".py", ".pyi")
+
+#: A file with a trigger that is larger than this is reported, not parsed: LibCST needs about a
+#: minute and half a gigabyte per MiB of source, and no hand-written module comes close.
+MAX_SOURCE_BYTES = 2 * 2**20
+#: Above this a file is searched for triggers through mmap instead of being read whole.
+_MAP_ABOVE = 16 * 2**20
 
 
 class DiscoveryError(Exception):
@@ -24,10 +36,111 @@ class DiscoveryError(Exception):
 
 @dataclass(frozen=True)
 class Discovered:
-    #: Absolute paths, sorted, each once.
+    #: Absolute paths, sorted, each once (a file reached through two paths: the first).
     files: tuple[Path, ...]
     #: The directory report paths are relative to.
     root: Path
+    #: Resolved directories the run may write in: each directory argument, and the directory
+    #: of each file argument.
+    roots: tuple[Path, ...] = ()
+    #: File -> where it really is, for the files reached through a symbolic link.
+    links: Mapping[Path, Path] = field(default_factory=dict)
+
+    def outside(self, path: Path) -> str | None:
+        """Why ``path`` must not be migrated, if it is a link that leads out of the roots."""
+        target = self.links.get(path)
+        if target is None or not self.roots or any(_within(target, root) for root in self.roots):
+            return None
+        return (
+            f"not migrated: it is a symbolic link to {target}, outside the paths given, and "
+            "moe-migrate never writes through a link out of them. Migrate that file where it "
+            "lives, or pass --exclude for the link."
+        )
+
+    def read(self, path: Path, triggers: Sequence[bytes] | None) -> "bytes | Failed | None":
+        """The bytes of a file worth parsing, ``Failed`` saying why it cannot be, or ``None``.
+
+        ``None``: the file contains none of ``triggers`` (never parsed, never reported).
+        ``triggers=None`` takes every readable file. Never blocks on a FIFO and never reads
+        a huge file whole.
+        """
+        from moe_migrate.codemod.outcomes import Failed
+
+        name = relative(path, self.root)
+        source = read_source(path, triggers)
+        if isinstance(source, str):
+            return Failed(name, "read", source)
+        if source is None:
+            return None
+        if len(source) > MAX_SOURCE_BYTES:
+            return Failed(
+                name,
+                "read",
+                f"not migrated: too large ({len(source) / 2**20:.1f} MiB; the limit is "
+                f"{MAX_SOURCE_BYTES // 2**20} MiB). Migrate it by hand, or pass --exclude for it.",
+            )
+        escape = self.outside(path)
+        if escape is not None:
+            return Failed(name, "read", escape)
+        return source
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+_READ_ERRORS = {
+    errno.ENOENT: "cannot read: the file vanished during the run",
+    errno.EACCES: "cannot read: permission denied",
+    errno.EPERM: "cannot read: operation not permitted",
+    errno.ELOOP: "cannot read: a loop of symbolic links",
+    errno.EISDIR: "cannot read: it is a directory",
+    errno.ENXIO: "cannot read: not a regular file (a socket?)",
+}
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def read_source(path: Path, triggers: Sequence[bytes] | None = None) -> bytes | str | None:
+    """The bytes of ``path``; a message (str) saying why it cannot be read; or ``None`` when
+    it holds none of ``triggers``. Never raises ``OSError``.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ENOENT and os.path.islink(path):
+            return f"cannot read: a broken symbolic link (to {os.readlink(path)})"
+        return _READ_ERRORS.get(error.errno, f"cannot read: {error.strerror or error}")
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            return f"cannot read: it is {kind}, not a regular file"
+        if triggers is not None and info.st_size > _MAP_ABOVE:
+            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+                if not any(mapped.find(trigger) >= 0 for trigger in triggers):
+                    return None
+                return mapped[: MAX_SOURCE_BYTES + 1]  # enough to be reported as too large
+        chunks = []
+        while True:
+            chunk = os.read(fd, max(info.st_size + 1, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+        data = b"".join(chunks)
+    except OSError as error:
+        return _READ_ERRORS.get(error.errno, f"cannot read: {error.strerror or error}")
+    finally:
+        os.close(fd)
+    if triggers is not None and not any(trigger in data for trigger in triggers):
+        return None
+    return data
 
 
 def excluded(relative: str, patterns: Sequence[str]) -> bool:
@@ -91,18 +204,38 @@ def relative(path: Path, root: Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
 
 
+def _missing(path: Path) -> str:
+    if os.path.islink(path):
+        try:
+            os.stat(path)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                return f"{path} (a loop of symbolic links)"
+        return f"{path} (a broken symbolic link to {os.readlink(path)})"
+    return str(path)
+
+
 def discover(paths: Sequence[Path], excludes: Sequence[str] = ()) -> Discovered:
-    """Expand ``paths`` into files; raise :class:`DiscoveryError` for a missing path."""
-    missing = [str(p) for p in paths if not p.exists()]
+    """Expand ``paths`` into files; raise :class:`DiscoveryError` for a missing path.
+
+    Overlapping arguments (a file twice, a directory and a file in it, two paths to one file
+    through a link) yield each file once, so that no file is written twice.
+    """
+    missing = [_missing(p) for p in paths if not p.exists()]
     if missing:
-        raise DiscoveryError(f"no such file or directory: {', '.join(missing)}")
+        raise DiscoveryError(
+            f"no such file or directory: {', '.join(missing)}. Nothing was changed."
+        )
     root = _root(paths)
+    roots: dict[Path, None] = {}
     found: dict[Path, None] = {}
     for path in paths:
         if path.is_dir():
+            roots[Path(os.path.realpath(path))] = None
             candidates = _git_files(path)
             files = candidates if candidates is not None else list(_walk(path))
         else:
+            roots[Path(os.path.realpath(Path(os.path.abspath(path)).parent))] = None
             files = [path]
         for file in files:
             absolute = Path(os.path.abspath(file))
@@ -111,7 +244,14 @@ def discover(paths: Sequence[Path], excludes: Sequence[str] = ()) -> Discovered:
             ):
                 continue
             found[absolute] = None
-    return Discovered(tuple(sorted(found)), root)
+    # One path per file: the file itself where it was found, else the first link to it.
+    by_target: dict[Path, Path] = {}
+    for absolute in sorted(found):
+        target = Path(os.path.realpath(absolute))
+        if target not in by_target or absolute == target:
+            by_target[target] = absolute
+    links = {path: target for target, path in by_target.items() if path != target}
+    return Discovered(tuple(sorted(by_target.values())), root, tuple(roots), links)
 
 
 @lru_cache(maxsize=None)

@@ -9,15 +9,14 @@ path, never by completion order.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.discover import discover, module_name, relative
 from moe_migrate.codemod.outcomes import EDITS, Deleted, Failed, FileOutcome, Finding
+from moe_migrate.codemod.pool import map_resilient
 
 #: Below this many candidate files a pool costs more than it saves.
 POOL_THRESHOLD = 4
@@ -78,17 +77,6 @@ class Candidate:
     context: FileContext
 
 
-def _read(path: Path, root: Path) -> bytes | Failed:
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        return Failed(relative(path, root), "read", f"cannot read: {error.strerror or error}")
-
-
-def _matches(source: bytes, triggers: Sequence[bytes]) -> bool:
-    return any(trigger in source for trigger in triggers)
-
-
 _WORKER_RULES: list[type] = []
 
 
@@ -125,11 +113,12 @@ def build_plan(
     outcomes: list[FileOutcome] = []
     candidates: list[Candidate] = []
     for path in found.files:
-        source = _read(path, found.root)
+        # None: no trigger, never parsed. Failed: unreadable, too large, or a link out of the roots.
+        source = found.read(path, triggers if prefilter else None)
+        if source is None:
+            continue
         if isinstance(source, Failed):
             outcomes.append(source)
-            continue
-        if prefilter and not _matches(source, triggers):
             continue
         module, is_package = module_name(path)
         context = FileContext(relative(path, found.root), module, is_package)
@@ -187,10 +176,21 @@ def _run(candidates: list[Candidate], rule_ids: Sequence[str], jobs: int | None)
         return
     # Largest files first so one big file does not finish alone at the end.
     ordered = sorted(candidates, key=lambda c: len(c.source), reverse=True)
-    with ProcessPoolExecutor(
-        max_workers=min(jobs, len(candidates)),
-        mp_context=get_context("fork") if hasattr(os, "fork") else None,
+    # A worker that dies (a segfault, the OOM killer) costs only its own file (codemod.pool).
+    yield from map_resilient(
+        _migrate,
+        ordered,
+        workers=min(jobs, len(candidates)),
+        on_death=_died,
         initializer=_init_worker,
         initargs=(tuple(rule_ids),),
-    ) as pool:
-        yield from pool.map(_migrate, ordered)
+    )
+
+
+def _died(candidate: Candidate, reason: str) -> FileOutcome:
+    return Failed(
+        candidate.context.path,
+        "rule",
+        f"the worker process died while migrating this file ({reason}); the other files were "
+        "migrated. Please report it with this file, or pass --exclude for it.",
+    )

@@ -3,7 +3,9 @@
 Shared by the SharedFusedMoE rules: one analysis per file (``Rule.shared``), so the import rule
 and the reference rule always agree on what each binding becomes. Names are matched by what
 they are bound to (the import that binds them, resolved through LibCST's scope analysis), never
-by spelling.
+by spelling. The analysis also decides which bindings are *held* (``Analysis.held``): where a
+use of the class is left for a human (``_uses``), the renames leave the file's bindings, their
+imports and every reference as they were.
 """
 
 from __future__ import annotations

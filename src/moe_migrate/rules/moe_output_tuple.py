@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Mapping
 
 import libcst as cst
@@ -12,6 +13,8 @@ from moe_migrate.codemod.tree import Tree
 from moe_migrate.rules._uses import TracksLayers, source
 from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS, OLD_MODULES
 
+#: Reports the class definition of a tree that defines it, with the call sites relying on it.
+_DEFINITION_RULE = "shared-fused-moe-not-trivial"
 _LAYER = (
     "from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n\n\n"
     "class MoEBlock:\n"
@@ -32,8 +35,9 @@ class MoeOutputTuple(TracksLayers):
 
     Fix safety: report only. The rename of the layer's class still happens; the code that
     consumes the output is for a human, who usually deletes the separate shared-expert
-    addition. On a tree that defines `SharedFusedMoE` itself (vLLM or a fork), these call sites
-    are reported by `shared-fused-moe-not-trivial` together with the definition, not twice.
+    addition. On a tree that defines a `SharedFusedMoE` that is not trivial (vLLM or a fork), a
+    call site that `shared-fused-moe-not-trivial` reports with the definition is not reported
+    twice.
     """
 
     ID = "moe-output-tuple"
@@ -49,6 +53,13 @@ class MoeOutputTuple(TracksLayers):
             "        return out[0] + out[1]\n",
             lines=(10,),
             note="indexed through a local",
+        ),
+        Flagged(
+            _LAYER + "        out = self.experts(hidden_states, router_logits)\n"
+            "        if self.has_shared_experts:\n            out = out[0] + out[1]\n"
+            "        else:\n            out = out[1]\n        return out\n",
+            lines=(11, 13),
+            note="in both branches of an if",
         ),
         Flagged(
             "from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n\n\n"
@@ -81,6 +92,24 @@ class MoeOutputTuple(TracksLayers):
         self._pair_forward: cst.FunctionDef | None = None
         self._statement: cst.CSTNode | None = None
         self._reported: set[int] = set()
+        #: Per open `if`: the outputs before it, and at the end of its body.
+        self._branches: list[tuple[dict[str, str], dict[str, str]]] = []
+
+    # A local may hold the output after either branch of an `if`: `else` starts from the state
+    # before the `if`, and what each branch left is merged after it.
+
+    def visit_If(self, node: cst.If) -> None:
+        self._branches.append((dict(self._outputs[-1]), {}))
+
+    def leave_If_body(self, node: cst.If) -> None:
+        before, body_end = self._branches[-1]
+        outputs = self._outputs[-1]
+        body_end.update(outputs)
+        outputs.clear()
+        outputs.update(before)
+
+    def leave_If(self, original_node: cst.If) -> None:
+        self._outputs[-1].update(self._branches.pop()[1])
 
     def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> None:
         self._statement = node
@@ -145,7 +174,7 @@ class MoeOutputTuple(TracksLayers):
         self._reported.add(id(self._statement))
         self.flag(
             node,
-            f"This {how} the output of `{layer}`, built as vLLM's `{OLD_CLASS}`, whose `forward` "
+            f"This {how} the output of `{layer}`, built from vLLM's `{OLD_CLASS}`, whose `forward` "
             f"returned `(shared_out, fused_out)`. `{NEW_CLASS}` returns one tensor with the "
             "shared experts' output already added: unpacking it fails (or, with two tokens, "
             "silently splits the batch) and `[0]`/`[1]` silently take rows.",
@@ -155,7 +184,19 @@ class MoeOutputTuple(TracksLayers):
 
     @classmethod
     def finish(cls, tree: Tree) -> Mapping[str, FileOutcome]:
-        """On a tree that defines the class itself, `shared-fused-moe-not-trivial` reports these."""
-        if any(tree.path_of(module) is not None for module in OLD_MODULES):
-            return tree.without_findings(cls.ID)
-        return {}
+        """Not twice: where the tree's own class is not trivial, that rule reports call sites."""
+        definitions = {tree.path_of(module) for module in OLD_MODULES} - {None}
+        theirs = {
+            (f.path, f.line)
+            for outcome in tree.outcomes.values()
+            for f in outcome.findings
+            if f.rule == _DEFINITION_RULE
+        }
+        if not any(path in definitions for path, _ in theirs):
+            return {}
+        out: dict[str, FileOutcome] = {}
+        for path, outcome in tree.outcomes.items():
+            kept = tuple(f for f in outcome.findings if f.rule != cls.ID or (f.path, f.line) not in theirs)
+            if kept != outcome.findings:
+                out[path] = replace(outcome, findings=kept)
+        return out

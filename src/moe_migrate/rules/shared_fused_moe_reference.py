@@ -58,10 +58,15 @@ class SharedFusedMoeReference(Rule):
     Fix safety: safe where the target's `SharedFusedMoE` was the thin subclass vLLM removed
     (forward only returning `super().forward(...)`). Names are matched by the import that
     binds them, so a project's own class called `SharedFusedMoE` is left alone. A tuple or
-    union that would name `FusedMoE` twice keeps one. Comments and docstrings are updated so
-    they stay true ("FusedMoE or SharedFusedMoE" becomes "FusedMoE") in files that use the
-    class and everywhere in vLLM's own tree; commented-out code, log strings and files that
-    define their own `SharedFusedMoE` are left as they are.
+    union that would name `FusedMoE` twice keeps one, and so does a `{type: handler}` or
+    `(type, handler)` table: its `SharedFusedMoE` row goes when both rows have the same
+    handler; with different handlers the table is reported (this rule owns the finding) and
+    left as it was. Comments and docstrings are updated so they stay true ("FusedMoE or
+    SharedFusedMoE" becomes "FusedMoE") in files that use the class and everywhere in vLLM's
+    own tree; commented-out code, log strings, files that define their own `SharedFusedMoE`
+    and files that test whether it exists are left as they are. A file where another rule
+    leaves a use of the class for a human is left whole: no use in it is renamed, so no name
+    is left undefined.
     """
 
     ID = "shared-fused-moe-reference"
@@ -95,6 +100,16 @@ class SharedFusedMoeReference(Rule):
             _IMPORT + "# source_layer is FusedMoE or SharedFusedMoE\nx = SharedFusedMoE\n",
             _IMPORT_AFTER + "# source_layer is FusedMoE\nx = FusedMoE\n",
             "a comment stays true",
+        ),
+        Rewrite(
+            _IMPORT + "KERNELS = {FusedMoE: fused_experts, SharedFusedMoE: fused_experts}\n",
+            _IMPORT_AFTER + "KERNELS = {FusedMoE: fused_experts}\n",
+            "a table keeps one FusedMoE row",
+        ),
+        Flagged(
+            _IMPORT + "PROFILES = [(FusedMoE, 'routed'), (SharedFusedMoE, 'routed+shared')]\n",
+            lines=(2,),
+            note="a table whose two rows differ",
         ),
         Unchanged(
             "class SharedFusedMoE:\n    pass\n\n# SharedFusedMoE is ours\nx = SharedFusedMoE()\n",

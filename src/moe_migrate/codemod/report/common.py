@@ -8,9 +8,6 @@ list once from a :class:`~moe_migrate.codemod.run.Plan`; the renderers only form
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import importlib
 import os
 import posixpath
 from collections import Counter
@@ -81,6 +78,8 @@ def hunks(outcome: FileOutcome) -> list[Hunk]:
     """The changed line ranges of an edit, first to last; ``[]`` for anything else."""
     if not isinstance(outcome, EDITS):
         return []
+    import difflib
+
     old, new = outcome.before.splitlines(True), outcome.after.splitlines(True)
     matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
     return [Hunk(i1, i2, j1, j2) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
@@ -144,6 +143,8 @@ def counts(plan: Plan) -> dict[str, int]:
 
 def fingerprints(found: Sequence[Item]) -> list[str]:
     """A stable, unique hash per item: same item, same hash, even after lines move."""
+    import hashlib
+
     seen: Counter[str] = Counter()
     out = []
     for item in found:
@@ -208,6 +209,8 @@ def render(
     limit: int | None = None,
 ) -> str:
     """Render ``plan`` in ``fmt`` (one of :data:`FORMATS`); imports only that renderer."""
+    import importlib
+
     if fmt not in FORMATS:
         raise ValueError(f"unknown report format {fmt!r}; choose from {', '.join(FORMATS)}")
     module = importlib.import_module(f"{__package__}.{fmt}")

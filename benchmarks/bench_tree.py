@@ -1,0 +1,87 @@
+"""Whole-tree and pre-commit timings of moe-migrate on the vLLM 0.19.1 sources.
+
+    python benchmarks/bench_tree.py                 # the moe-migrate cases
+    python benchmarks/bench_tree.py --libcst        # also LibCST's own codemod CLI rename (minutes)
+
+Prints a Markdown table of medians (wall seconds) and peak memory (max RSS of the process
+tree, from /usr/bin/time), every case measured in the same run so ratios are comparable on a
+shared, noisy machine. The wheel's sources are fetched with pip into .cache/ (as the tests do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from test_vllm_wheel import _sources  # noqa: E402  (the tests' cached download)
+
+MOE = [sys.executable, "-m", "moe_migrate", "--no-smoke", "--quiet"]
+
+
+def timed(command: list[str], cwd: Path, runs: int) -> tuple[float, float]:
+    """Median wall seconds and max peak RSS (MB) over ``runs``."""
+    walls, peaks = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        done = subprocess.run(["/usr/bin/time", "-f", "%M", *command], cwd=cwd, capture_output=True, text=True)
+        walls.append(time.perf_counter() - start)
+        peaks.append(int(re.findall(r"^(\d+)$", done.stderr, re.M)[-1]) / 1024)
+    return statistics.median(walls), max(peaks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--libcst", action="store_true", help="also time LibCST's codemod CLI rename")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="moe-bench-"))
+    tree = work / "vllm"
+    shutil.copytree(_sources() / "vllm", tree)
+    tens = work / "ten"
+    for i in range(10):
+        shutil.copytree(tree, tens / f"copy{i}" / "vllm")
+    plain = work / "plain.py"
+    plain.write_text("import os\n\nprint(os.getcwd())\n")
+    deepseek = tree / "model_executor/models/deepseek_v2.py"
+
+    cases = [
+        ("whole tree, --check (2 jobs)", [*MOE, "--check", str(tree)]),
+        ("whole tree, --check -j 1", [*MOE, "--check", "-j", "1", str(tree)]),
+        ("ten copies, --check", [*MOE, "--check", str(tens)]),
+        ("pre-commit: one file, nothing to migrate", [*MOE, "--check", str(plain)]),
+        ("pre-commit: deepseek_v2.py, --check", [*MOE, "--check", str(deepseek)]),
+        ("pre-commit: deepseek_v2.py, --diff", [*MOE, "--diff", str(deepseek)]),
+    ]
+    if shutil.which("ast-grep") or shutil.which("sg"):
+        tool = shutil.which("ast-grep") or shutil.which("sg")
+        cases.append(("ast-grep rename (for scale)", [tool, "run", "-p", "SharedFusedMoE", "-r", "FusedMoE", "-l", "python", str(tree)]))
+    if args.libcst:
+        cases.append((
+            "LibCST codemod CLI rename, --jobs=2",
+            [sys.executable, "-m", "libcst.tool", "codemod", "-j", "2", "--no-format", "rename.RenameCommand",
+             "--old_name", "vllm.model_executor.layers.fused_moe.SharedFusedMoE",
+             "--new_name", "vllm.model_executor.layers.fused_moe.FusedMoE", str(tree)],
+        ))
+    print(f"| case | median wall (s) | peak RSS (MB) | runs |\n|---|---:|---:|---:|")
+    for name, command in cases:
+        runs = 1 if "LibCST" in name else args.runs
+        wall, peak = timed(command, work, runs)
+        print(f"| {name} | {wall:.3f} | {peak:.0f} | {runs} |", flush=True)
+    shutil.rmtree(work)
+    print(f"\nmachine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""All rules together: what a findings rule leaves alone keeps its import and all its uses.
+
+Each case runs every rule, checks the output byte for byte, which rules reported, that the
+output has no undefined name and that a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pyflakes import api as pyflakes_api
+from pyflakes import messages as pyflakes_messages
+from pyflakes.reporter import Reporter
+
+from moe_migrate.codemod.outcomes import Changed, Unchanged
+from moe_migrate.codemod.testing import run
+
+PKG = "vllm.model_executor.layers.fused_moe"
+BOTH = f"from {PKG} import FusedMoE, SharedFusedMoE\n"
+FUSED = f"from {PKG} import FusedMoE\n"
+OLD = f"from {PKG} import SharedFusedMoE\n"
+SAME = None  # the output is the input
+
+_held = [
+    pytest.param(
+        BOTH + "class X(SharedFusedMoE, FusedMoE):\n    pass\nlayer = SharedFusedMoE()\n",
+        SAME,
+        {"shared-fused-moe-subclass"},
+        id="subclass-keeps-import-and-other-uses",
+    ),
+    pytest.param(
+        OLD + "SharedFusedMoE.forward = f\nlayer = SharedFusedMoE()\n",
+        SAME,
+        {"shared-fused-moe-patch"},
+        id="patched-attribute",
+    ),
+    pytest.param(
+        OLD + "class T(SharedFusedMoE):\n"
+        "    def forward_native(self, x, l):\n"
+        "        return super(SharedFusedMoE, self).forward_native(x, l)\n",
+        SAME,
+        {"shared-fused-moe-patch"},
+        id="super-of-the-class",
+    ),
+    pytest.param(
+        OLD + "@SharedFusedMoE.register_oot\nclass Mine:\n    pass\n",
+        SAME,
+        {"shared-fused-moe-registry"},
+        id="register-oot-decorator",
+    ),
+    pytest.param(
+        BOTH + "def f(m):\n    return 1 if isinstance(m, SharedFusedMoE) else 2\n",
+        SAME,
+        {"shared-fused-moe-isinstance"},
+        id="isinstance-in-a-conditional-expression",
+    ),
+    pytest.param(
+        f"import {PKG} as fm\nfm.SharedFusedMoE = Mine\nlayer = fm.SharedFusedMoE()\n",
+        SAME,
+        {"shared-fused-moe-patch"},
+        id="module-attribute-chains-held-together",
+    ),
+    pytest.param(
+        f"import {PKG}.shared_fused_moe as sfm\nsfm.SharedFusedMoE.forward = f\n",
+        SAME,
+        {"shared-fused-moe-patch"},
+        id="old-module-binding-keeps-its-import",
+    ),
+    pytest.param(
+        f"import {PKG}.shared_fused_moe\n{PKG}.shared_fused_moe.SharedFusedMoE.forward = f\n",
+        SAME,
+        {"shared-fused-moe-patch"},
+        id="dotted-chain-keeps-its-import",
+        # LibCST ties `a.b.c.X` to the assignment named "a.b.c", which `_vllm.analyse` does not
+        # read yet: the chain is invisible to every rule and the import rule rewrites the import.
+        marks=pytest.mark.xfail(strict=True, reason="non-aliased dotted imports are not resolved"),
+    ),
+    pytest.param(
+        f"import sys\nsys.modules['{PKG}.shared_fused_moe'] = stub\n"
+        f"from {PKG}.shared_fused_moe import SharedFusedMoE\nlayer = SharedFusedMoE()\n",
+        SAME,
+        {"shared-fused-moe-patch"},
+        id="stubbed-module-keeps-its-import",
+    ),
+    pytest.param(
+        BOTH + "T = {FusedMoE: h, SharedFusedMoE: h}\n"
+        "class X(SharedFusedMoE, Other):\n    pass\n",
+        SAME,
+        {"shared-fused-moe-subclass"},
+        id="a-held-file-keeps-its-safe-table-rows",
+    ),
+    pytest.param(
+        FUSED + "try:\n    " + OLD + "except ImportError:\n    SharedFusedMoE = FusedMoE\n"
+        "SharedFusedMoE.forward = f\n",
+        SAME,
+        {"shared-fused-moe-patch"},
+        id="a-held-file-keeps-its-safe-fallback",
+    ),
+    pytest.param(
+        OLD + "def f():\n    " + OLD + "    return SharedFusedMoE()\n"
+        "class X(SharedFusedMoE, Other):\n    pass\n",
+        SAME,
+        {"shared-fused-moe-subclass"},
+        id="every-binding-of-a-held-file",
+    ),
+    pytest.param(
+        "try:\n    " + OLD + "except ImportError:\n    pass\nlayer = SharedFusedMoE()\n",
+        SAME,
+        {"shared-fused-moe-import-fallback"},
+        id="fallback-that-leaves-it-undefined",
+    ),
+    pytest.param(
+        BOTH + "PAIRS = [(FusedMoE, a), (SharedFusedMoE, b)]\n",
+        SAME,
+        {"shared-fused-moe-reference"},
+        id="table-with-different-handlers",
+    ),
+]
+
+_migrated = [
+    pytest.param(
+        OLD + "class Aria(SharedFusedMoE):\n    def weight_loader(self, p, w, s):\n        pass\n",
+        FUSED + "class Aria(FusedMoE):\n    def weight_loader(self, p, w, s):\n        pass\n",
+        set(),
+        id="subclass-overriding-neither-forward-nor-init",
+    ),
+    pytest.param(
+        OLD + "class M:\n    pass\nclass C(M, SharedFusedMoE, metaclass=Meta):\n    pass\n",
+        FUSED + "class M:\n    pass\nclass C(M, FusedMoE, metaclass=Meta):\n    pass\n",
+        set(),
+        id="subclass-with-a-local-mixin",
+    ),
+    pytest.param(
+        BOTH + "def f(m):\n    return isinstance(m, SharedFusedMoE)\n",
+        FUSED + "def f(m):\n    return isinstance(m, FusedMoE)\n",
+        set(),
+        id="isinstance-not-branched-on",
+    ),
+    pytest.param(
+        OLD + "def f(m):\n    if isinstance(m, SharedFusedMoE):\n        return 1\n"
+        "def g(m):\n    return isinstance(m, FusedMoE)\n",
+        SAME,
+        {"shared-fused-moe-isinstance"},
+        id="isinstance-branched-on",
+    ),
+    pytest.param(
+        "try:\n    " + f"from {PKG}.shared_fused_moe import SharedFusedMoE\n"
+        f"except ImportError:\n    from {PKG}.layer import FusedMoE\n    SharedFusedMoE = FusedMoE\n"
+        "layer = SharedFusedMoE()\n",
+        FUSED + "layer = FusedMoE()\n",
+        set(),
+        id="fallback-whose-handler-imports-fusedmoe",
+    ),
+    pytest.param(
+        "try:\n    " + BOTH + f"except ModuleNotFoundError:\n    from {PKG} import FusedMoE\n"
+        "    SharedFusedMoE = FusedMoE\nlayer = SharedFusedMoE()\n",
+        FUSED + "layer = FusedMoE()\n",
+        set(),
+        id="fallback-importing-both",
+    ),
+    pytest.param(
+        "import os\n\n# compat\ntry:\n    " + OLD + "except ImportError:\n"
+        f"    from {PKG} import FusedMoE as SharedFusedMoE\nlayer = SharedFusedMoE()\n",
+        "import os\n\n# compat\n" + FUSED + "layer = FusedMoE()\n",
+        set(),
+        id="fallback-keeps-its-comment",
+    ),
+    pytest.param(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    " + OLD + "else:\n    SharedFusedMoE = object\n"
+        "def f() -> 'SharedFusedMoE':\n    pass\n",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    " + FUSED + "else:\n    SharedFusedMoE = object\n"
+        "def f() -> 'FusedMoE':\n    pass\n",
+        set(),
+        id="type-checking-else-is-not-a-fallback",
+    ),
+    pytest.param(
+        BOTH + "T = ((FusedMoE, h), (SharedFusedMoE, h))\nD = {SharedFusedMoE: h, FusedMoE: h}\n",
+        FUSED + "T = ((FusedMoE, h),)\nD = {FusedMoE: h}\n",
+        set(),
+        id="duplicate-rows-go",
+    ),
+]
+
+
+def _undefined(source: bytes) -> set[str]:
+    found: set[str] = set()
+
+    class Collect(Reporter):
+        def __init__(self) -> None:
+            super().__init__(None, None)
+
+        def flake(self, message) -> None:
+            if isinstance(message, pyflakes_messages.UndefinedName):
+                found.add(message.message_args[0])
+
+    pyflakes_api.check(source.decode(), "output.py", Collect())
+    return found
+
+
+@pytest.mark.parametrize(("before", "after", "rules"), [*_held, *_migrated])
+def test_all_rules_together(all_rules, before: str, after: str | None, rules: set[str]) -> None:
+    outcome = run(all_rules, before)
+    want = (before if after is None else after).encode()
+    got = outcome.after if isinstance(outcome, Changed) else before.encode()
+    assert isinstance(outcome, (Changed, Unchanged)), outcome
+    assert got.decode() == want.decode()
+    assert {f.rule for f in outcome.findings} == rules
+    assert _undefined(got) <= _undefined(before.encode())  # the cases use names they never define
+    again = run(all_rules, got)
+    assert isinstance(again, Unchanged)
