@@ -119,12 +119,14 @@ def test_only_migration_lines_change(migrated) -> None:
 
 def test_precondition_and_dependent_call_sites_are_reported(migrated) -> None:
     _, _, result = migrated
-    findings = [f for f in json.loads(result.stdout)["findings"] if f["rule"] == "shared-fused-moe-not-trivial"]
-    [definition] = [f for f in findings if f["path"].endswith("shared_fused_moe.py")]
+    findings = json.loads(result.stdout)["findings"]
+    [definition] = [f for f in findings if f["rule"] == "shared-fused-moe-not-trivial"]
+    assert definition["path"] == "model_executor/layers/fused_moe/shared_fused_moe.py"
     assert "(shared_out, fused_out)" in definition["message"]
-    sites = {f["path"] for f in findings} - {definition["path"]}
-    assert {"model_executor/models/deepseek_v2.py", "model_executor/models/llama4.py"} <= sites
-    assert len(sites) >= 15
+    sites = {f"{f['path']}:{f['line']}" for f in findings if f["rule"] == "moe-output-tuple"}
+    assert {s.split(":")[0] for s in sites} >= {"model_executor/models/deepseek_v2.py", "model_executor/models/llama4.py"}
+    assert len(sites) >= 20
+    assert all(site in definition["message"] for site in sites)
 
 
 def test_second_run_changes_nothing(migrated) -> None:

@@ -70,9 +70,12 @@ _held = [
         SAME,
         {"shared-fused-moe-patch"},
         id="dotted-chain-keeps-its-import",
-        # LibCST ties `a.b.c.X` to the assignment named "a.b.c", which `_vllm.analyse` does not
-        # read yet: the chain is invisible to every rule and the import rule rewrites the import.
-        marks=pytest.mark.xfail(strict=True, reason="non-aliased dotted imports are not resolved"),
+    ),
+    pytest.param(
+        f"import {PKG}.shared_fused_moe\nlayer = {PKG}.shared_fused_moe.SharedFusedMoE()\n",
+        f"import {PKG}\nlayer = {PKG}.FusedMoE()\n",
+        set(),
+        id="dotted-chain-migrates-with-its-import",
     ),
     pytest.param(
         f"import sys\nsys.modules['{PKG}.shared_fused_moe'] = stub\n"

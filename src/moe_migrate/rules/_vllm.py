@@ -129,6 +129,14 @@ def _import_targets(
     return out
 
 
+def _dotted_import_of(statement: cst.CSTNode, alias: cst.ImportAlias, name: str) -> bool:
+    """``name`` is a dotted prefix bound by ``import <alias>`` (no ``as``)."""
+    if not isinstance(statement, cst.Import) or alias.asname is not None or "." not in name:
+        return False
+    full = get_full_name_for_node(alias.name) or ""
+    return full == name or full.startswith(name + ".")
+
+
 def _is_prefix_of_class(target: str) -> bool:
     return any(q.startswith(target + ".") for q in OLD_QUALNAMES)
 
@@ -178,7 +186,11 @@ def analyse(wrapper: MetadataWrapper, file: FileContext) -> Analysis:
                 continue
             statement = assignment.node
             for alias, local, target in _import_targets(statement, file):
-                if local != assignment.name:
+                if _dotted_import_of(statement, alias, assignment.name):
+                    # `import a.b.c` is also bound as "a.b.c": its uses are `a.b.c.X` chains,
+                    # recorded against the longest imported prefix, whose node is `a.b.c`.
+                    local = target = assignment.name
+                elif local != assignment.name:
                     continue
                 refs = tuple(access.node for access in assignment.references)
                 binding = Binding(alias, statement, scope, local, target, refs)

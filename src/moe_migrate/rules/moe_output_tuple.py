@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Mapping
 
 import libcst as cst
 
-from moe_migrate.codemod.outcomes import FileOutcome
 from moe_migrate.codemod.rule import Flagged, Unchanged
-from moe_migrate.codemod.tree import Tree
 from moe_migrate.rules._uses import TracksLayers, source
-from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS, OLD_MODULES
+from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS
 
-#: Reports the class definition of a tree that defines it, with the call sites relying on it.
-_DEFINITION_RULE = "shared-fused-moe-not-trivial"
 _LAYER = (
     "from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n\n\n"
     "class MoEBlock:\n"
@@ -35,9 +29,8 @@ class MoeOutputTuple(TracksLayers):
 
     Fix safety: report only. The rename of the layer's class still happens; the code that
     consumes the output is for a human, who usually deletes the separate shared-expert
-    addition. On a tree that defines a `SharedFusedMoE` that is not trivial (vLLM or a fork), a
-    call site that `shared-fused-moe-not-trivial` reports with the definition is not reported
-    twice.
+    addition. On a tree that defines a `SharedFusedMoE` that is not trivial (vLLM or a fork),
+    `shared-fused-moe-not-trivial` lists these call sites in its finding at the definition.
     """
 
     ID = "moe-output-tuple"
@@ -181,22 +174,3 @@ class MoeOutputTuple(TracksLayers):
             fix="Use the layer's output as the final hidden states, and drop the separate "
             "addition of the shared experts' output.",
         )
-
-    @classmethod
-    def finish(cls, tree: Tree) -> Mapping[str, FileOutcome]:
-        """Not twice: where the tree's own class is not trivial, that rule reports call sites."""
-        definitions = {tree.path_of(module) for module in OLD_MODULES} - {None}
-        theirs = {
-            (f.path, f.line)
-            for outcome in tree.outcomes.values()
-            for f in outcome.findings
-            if f.rule == _DEFINITION_RULE
-        }
-        if not any(path in definitions for path, _ in theirs):
-            return {}
-        out: dict[str, FileOutcome] = {}
-        for path, outcome in tree.outcomes.items():
-            kept = tuple(f for f in outcome.findings if f.rule != cls.ID or (f.path, f.line) not in theirs)
-            if kept != outcome.findings:
-                out[path] = replace(outcome, findings=kept)
-        return out

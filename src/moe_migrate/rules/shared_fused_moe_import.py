@@ -128,16 +128,11 @@ class SharedFusedMoeImport(Rule):
                 continue
             self._rewrite_module_import(binding.statement, binding.alias)
             for attribute in uses:
-                self.replace(attribute.attr, cst.Name(NEW_CLASS))
-
-    def visit_Import(self, node: cst.Import) -> None:
-        # `import vllm...shared_fused_moe` (no alias) binds `vllm`; its uses are chains the
-        # reference rule rewrites, the import itself must name a module that still exists.
-        if id(node) in self.shared(analyse).held_nodes:
-            return
-        for alias in node.names:
-            if alias.asname is None and get_full_name_for_node(alias.name) in OLD_MODULES:
-                self.replace(alias.name, dotted(PACKAGE))
+                if "." in binding.local:
+                    # `import a.b.shared_fused_moe` used as `a.b.shared_fused_moe.SharedFusedMoE`
+                    self.replace(attribute, dotted(f"{PACKAGE}.{NEW_CLASS}"))
+                else:
+                    self.replace(attribute.attr, cst.Name(NEW_CLASS))
 
     def visit_If(self, node: cst.If) -> None:
         # `if TYPE_CHECKING:` that only imported the class goes, rather than keep a bare `pass`.
