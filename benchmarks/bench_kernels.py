@@ -64,6 +64,14 @@ SWEEP = (
     launch.GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4),
     launch.GemmConfig(128, 256, 64, 8, num_warps=8, num_stages=3),
     launch.GemmConfig(128, 128, 128, 8, num_warps=8, num_stages=3),
+    launch.GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True),
+    launch.GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=3, SPLIT_TAIL=True),
+    launch.GemmConfig(128, 128, 64, 16, num_warps=8, num_stages=4, SPLIT_TAIL=True),
+    launch.GemmConfig(128, 256, 64, 8, num_warps=8, num_stages=3, SPLIT_TAIL=True),
+    launch.GemmConfig(128, 256, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True),
+    launch.GemmConfig(128, 256, 64, 16, num_warps=8, num_stages=3, SPLIT_TAIL=True),
+    launch.GemmConfig(256, 128, 64, 8, num_warps=8, num_stages=3, SPLIT_TAIL=True),
+    launch.GemmConfig(128, 128, 128, 8, num_warps=8, num_stages=3, SPLIT_TAIL=True),
 )
 
 
@@ -226,12 +234,13 @@ def sweep(case: Case, timer: Timer) -> list[str]:
             + " ; ".join(f"{t:.1f} us {_short(c)}" for t, c in best)
             + f" | {t_default:.1f} |"
         )
+        print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
 
 def _short(c: launch.GemmConfig) -> str:
     return (f"M{c.BLOCK_SIZE_M} N{c.BLOCK_SIZE_N} K{c.BLOCK_SIZE_K} G{c.GROUP_SIZE_M} "
-            f"w{c.num_warps} s{c.num_stages}")
+            f"w{c.num_warps} s{c.num_stages}" + (" split" if c.SPLIT_TAIL else ""))
 
 
 # --------------------------------------------------------------------------------------

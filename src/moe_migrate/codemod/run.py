@@ -16,7 +16,6 @@ from typing import Callable, Iterable, Iterator, Sequence
 from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.discover import discover, module_name, relative
 from moe_migrate.codemod.outcomes import EDITS, Deleted, Failed, FileOutcome, Finding
-from moe_migrate.codemod.pool import map_resilient
 
 #: Below this many candidate files a pool costs more than it saves.
 POOL_THRESHOLD = 4
@@ -177,6 +176,9 @@ def _run(candidates: list[Candidate], rule_ids: Sequence[str], jobs: int | None)
     # Largest files first so one big file does not finish alone at the end.
     ordered = sorted(candidates, key=lambda c: len(c.source), reverse=True)
     # A worker that dies (a segfault, the OOM killer) costs only its own file (codemod.pool).
+    # Imported here: a pre-commit run on a file or two never needs a process pool.
+    from moe_migrate.codemod.pool import map_resilient
+
     yield from map_resilient(
         _migrate,
         ordered,

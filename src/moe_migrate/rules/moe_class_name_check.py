@@ -133,7 +133,6 @@ class MoeClassNameCheck(Rule):
     """
 
     ID = "moe-class-name-check"
-    METADATA_DEPENDENCIES = (ScopeProvider,)
     EXAMPLES = (
         Rewrite(_BEFORE, _AFTER, "vLLM's own check, over several lines"),
         Rewrite(
@@ -210,7 +209,8 @@ class MoeClassNameCheck(Rule):
                 fix=f"Split it: `{HELPER}(x) or type(x).__name__ in (...)` for the other names.",
             )
             return
-        scope = self.get_metadata(ScopeProvider, node, None)
+        # Scope analysis is costly: resolved only in files that have a check to rewrite.
+        scope = self.wrapper.resolve(ScopeProvider).get(node)
         if scope is not None:
             self._scopes.append(scope)
         self._pending.append((node, subject, negated))

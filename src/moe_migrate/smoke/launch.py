@@ -43,6 +43,9 @@ class GemmConfig:
     GROUP_SIZE_M: int
     num_warps: int
     num_stages: int
+    # Run an expert's last tile at BLOCK_SIZE_M / 2 rows when it has that few: with a few
+    # hundred rows per expert, a full-height tail multiplies ~15% padding rows.
+    SPLIT_TAIL: bool = False
 
     def launch_kwargs(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -51,24 +54,27 @@ class GemmConfig:
 # Compiled kernels: per GEMM, by the most rows an expert is expected to get (S / E). Small
 # tiles while streaming the weights bounds the time; large ones once the experts are busy
 # enough for the tensor cores to matter. The gate/up kernel keeps two accumulators (gate and
-# up), so its N tile stays at 128. Chosen from `bench_kernels.py --sweep` on an H100
-# (benchmarks/RESULTS.md).
+# up), so its N tile stays at 128. SPLIT_TAIL pays off for gate/up only with a few hundred
+# rows per expert (V2-Lite at 4096 tokens, 384 rows: 590 -> 576 us) and costs 6% at 128 rows
+# (V3 at 4096 tokens); for down it pays off at both (341 -> 298 us, 3297 -> 3073 us).
+# Chosen from `bench_kernels.py --sweep` on an H100 (benchmarks/RESULTS.md).
 GPU_CONFIGS: dict[str, tuple[tuple[float, GemmConfig], ...]] = {
     "gate_up": (
         (16, GemmConfig(16, 64, 128, 1, num_warps=4, num_stages=4)),
         (64, GemmConfig(32, 64, 128, 1, num_warps=4, num_stages=4)),
-        (math.inf, GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4)),
+        (256, GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4)),
+        (math.inf, GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True)),
     ),
     "down": (
         (16, GemmConfig(16, 64, 128, 1, num_warps=4, num_stages=4)),
         (64, GemmConfig(32, 64, 128, 1, num_warps=4, num_stages=4)),
-        (math.inf, GemmConfig(128, 256, 64, 8, num_warps=8, num_stages=3)),
+        (math.inf, GemmConfig(128, 256, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True)),
     ),
 }
 
 # Under the interpreter every program runs in Python: few tiles keep the tests fast, while
 # sizes such as 33 or 48 (and 96 for a second K step) still leave partial tiles to mask.
-INTERPRETER_CONFIG = GemmConfig(16, 64, 64, 4, num_warps=1, num_stages=1)
+INTERPRETER_CONFIG = GemmConfig(16, 64, 64, 4, num_warps=1, num_stages=1, SPLIT_TAIL=True)
 COMBINE_BLOCK_SIZE_N = 1024
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -176,11 +182,19 @@ def check_inputs(
 
 
 def group_tokens(topk_ids: torch.Tensor, num_experts: int) -> ExpertGroups:
-    """topk_ids [T, k] -> ExpertGroups: a stable sort by expert, offsets by binary search."""
+    """topk_ids [T, k] -> ExpertGroups: a stable sort by expert, offsets by binary search.
+
+    Up to 256 experts the sort keys are uint8: one radix pass instead of four (int32) or
+    eight (int64).
+    """
     flat = topk_ids.reshape(-1)
-    sorted_ids, order = torch.sort(flat, stable=True)
-    bounds = torch.arange(num_experts + 1, dtype=flat.dtype, device=flat.device)
-    offsets = torch.searchsorted(sorted_ids, bounds, out_int32=True)
+    keys = flat.to(torch.uint8) if num_experts <= 256 else flat
+    sorted_ids, order = torch.sort(keys, stable=True)
+    starts = torch.searchsorted(
+        sorted_ids, torch.arange(num_experts, dtype=keys.dtype, device=keys.device),
+        out_int32=True,
+    )
+    offsets = torch.cat([starts, starts.new_full((1,), flat.numel())])
     return ExpertGroups(order, offsets)
 
 
@@ -218,6 +232,7 @@ def grouped_gate_up(
         bias.stride(0), bias.stride(1),
         h.stride(0), h.stride(1),
         EXPERTS_POW2=triton.next_power_of_2(num_experts),
+        EVEN_K=hidden_states.shape[1] % config.BLOCK_SIZE_K == 0,
         IS_GATED=activation.gated,
         ACTIVATION=_ACTIVATION_CODES[activation.name.removesuffix("_no_mul")],
         HAS_BIAS=w13_bias is not None,
@@ -257,6 +272,7 @@ def grouped_down(
         bias.stride(0), bias.stride(1),
         y.stride(0), y.stride(1),
         EXPERTS_POW2=triton.next_power_of_2(num_experts),
+        EVEN_K=inter % config.BLOCK_SIZE_K == 0,
         HAS_BIAS=w2_bias is not None,
         MUL_ROUTED_WEIGHT=mul_routed_weight,
         DOT_PRECISION=_dot_precision(h.dtype),

@@ -4,6 +4,8 @@ The slots are grouped by expert (launch.group_tokens): expert e owns rows
 ``expert_offsets[e] : expert_offsets[e + 1]`` of the grouped order, and ``sorted_slots[r]``
 names the slot (token * top_k + j) of row r. Each expert's rows are cut into tiles of
 BLOCK_SIZE_M rows; a tile never spans two experts, and the last tile of an expert is masked.
+With SPLIT_TAIL, a last tile of at most BLOCK_SIZE_M / 2 rows runs at that half height
+(fewer padding rows multiplied); EVEN_K drops the K masks when K divides by BLOCK_SIZE_K.
 The launcher cannot know how many tiles there will be without a device sync, so it launches
 an upper bound, ``cdiv(S, BLOCK_SIZE_M) + min(E, S)``, and programs past the last tile return
 at once. No row index is ever padded with -1: masked rows read row 0 and write nothing.
@@ -71,6 +73,7 @@ def moe_gate_up_kernel(
     # Meta-parameters
     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr, BLOCK_SIZE_K: tl.constexpr,
     GROUP_SIZE_M: tl.constexpr, EXPERTS_POW2: tl.constexpr,
+    SPLIT_TAIL: tl.constexpr, EVEN_K: tl.constexpr,
     IS_GATED: tl.constexpr, ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr,
     WEIGHT_ON_INPUT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
@@ -94,6 +97,41 @@ def moe_gate_up_kernel(
         return
 
     # -----------------------------------------------------------
+    # A tail of at most half a tile runs on half-height tiles: less padding to multiply.
+    if SPLIT_TAIL:
+        if row_end - row_start <= BLOCK_SIZE_M // 2:
+            _gate_up_tile(
+                x_ptr, w13_ptr, b13_ptr, topk_weights_ptr, sorted_slots_ptr, h_ptr,
+                expert, row_start, row_end, pid_n, N, K, top_k, gate_step, up_offset,
+                stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_be, stride_bn,
+                stride_hm, stride_hn,
+                BLOCK_SIZE_M // 2, BLOCK_SIZE_N, BLOCK_SIZE_K, EVEN_K,
+                IS_GATED, ACTIVATION, HAS_BIAS, WEIGHT_ON_INPUT, DOT_PRECISION,
+            )
+            return
+    _gate_up_tile(
+        x_ptr, w13_ptr, b13_ptr, topk_weights_ptr, sorted_slots_ptr, h_ptr,
+        expert, row_start, row_end, pid_n, N, K, top_k, gate_step, up_offset,
+        stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_be, stride_bn,
+        stride_hm, stride_hn,
+        BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_SIZE_K, EVEN_K,
+        IS_GATED, ACTIVATION, HAS_BIAS, WEIGHT_ON_INPUT, DOT_PRECISION,
+    )
+
+
+@triton.jit
+def _gate_up_tile(
+    x_ptr, w13_ptr, b13_ptr, topk_weights_ptr, sorted_slots_ptr, h_ptr,
+    expert, row_start, row_end, pid_n, N, K, top_k, gate_step, up_offset,
+    stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_be, stride_bn,
+    stride_hm, stride_hn,
+    BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr, BLOCK_SIZE_K: tl.constexpr,
+    EVEN_K: tl.constexpr, IS_GATED: tl.constexpr, ACTIVATION: tl.constexpr,
+    HAS_BIAS: tl.constexpr, WEIGHT_ON_INPUT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """One tile of moe_gate_up_kernel: rows row_start:row_end (at most BLOCK_SIZE_M) of
+    expert, columns pid_n * BLOCK_SIZE_N onwards; arguments as in moe_gate_up_kernel."""
+    # -----------------------------------------------------------
     # Pointer blocks: the tile's token rows of x and the gate/up rows of w13[expert].
     offs_m = row_start + tl.arange(0, BLOCK_SIZE_M)
     row_mask = offs_m < row_end
@@ -113,12 +151,19 @@ def moe_gate_up_kernel(
     acc_gate = tl.zeros((BLOCK_SIZE_M, BLOCK_SIZE_N), dtype=tl.float32)
     acc_up = tl.zeros((BLOCK_SIZE_M, BLOCK_SIZE_N), dtype=tl.float32)
     for k in range(0, tl.cdiv(K, BLOCK_SIZE_K)):
-        k_mask = offs_k < K - k * BLOCK_SIZE_K
-        a = tl.load(x_ptrs, mask=row_mask[:, None] & k_mask[None, :], other=0.0)
-        b = tl.load(gate_ptrs, mask=k_mask[:, None] & col_mask[None, :], other=0.0)
+        if EVEN_K:
+            a = tl.load(x_ptrs, mask=row_mask[:, None], other=0.0)
+            b = tl.load(gate_ptrs, mask=col_mask[None, :], other=0.0)
+        else:
+            k_mask = offs_k < K - k * BLOCK_SIZE_K
+            a = tl.load(x_ptrs, mask=row_mask[:, None] & k_mask[None, :], other=0.0)
+            b = tl.load(gate_ptrs, mask=k_mask[:, None] & col_mask[None, :], other=0.0)
         acc_gate = tl.dot(a, b, acc_gate, input_precision=DOT_PRECISION)
         if IS_GATED:
-            b = tl.load(up_ptrs, mask=k_mask[:, None] & col_mask[None, :], other=0.0)
+            if EVEN_K:
+                b = tl.load(up_ptrs, mask=col_mask[None, :], other=0.0)
+            else:
+                b = tl.load(up_ptrs, mask=k_mask[:, None] & col_mask[None, :], other=0.0)
             acc_up = tl.dot(a, b, acc_up, input_precision=DOT_PRECISION)
         x_ptrs += BLOCK_SIZE_K * stride_xk
         gate_ptrs += BLOCK_SIZE_K * stride_wk
@@ -162,6 +207,7 @@ def moe_down_kernel(
     # Meta-parameters
     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr, BLOCK_SIZE_K: tl.constexpr,
     GROUP_SIZE_M: tl.constexpr, EXPERTS_POW2: tl.constexpr,
+    SPLIT_TAIL: tl.constexpr, EVEN_K: tl.constexpr,
     HAS_BIAS: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """Grouped down projection with the routing weight in the epilogue, scattered to slots.
@@ -184,6 +230,41 @@ def moe_down_kernel(
         return
 
     # -----------------------------------------------------------
+    # A tail of at most half a tile runs on half-height tiles: less padding to multiply.
+    if SPLIT_TAIL:
+        if row_end - row_start <= BLOCK_SIZE_M // 2:
+            _down_tile(
+                h_ptr, w2_ptr, b2_ptr, topk_weights_ptr, sorted_slots_ptr, y_ptr,
+                expert, row_start, row_end, pid_n, N, K,
+                stride_hm, stride_hk, stride_we, stride_wn, stride_wk, stride_be, stride_bn,
+                stride_ym, stride_yn,
+                BLOCK_SIZE_M // 2, BLOCK_SIZE_N, BLOCK_SIZE_K, EVEN_K,
+                HAS_BIAS, MUL_ROUTED_WEIGHT, DOT_PRECISION,
+            )
+            return
+    _down_tile(
+        h_ptr, w2_ptr, b2_ptr, topk_weights_ptr, sorted_slots_ptr, y_ptr,
+        expert, row_start, row_end, pid_n, N, K,
+        stride_hm, stride_hk, stride_we, stride_wn, stride_wk, stride_be, stride_bn,
+        stride_ym, stride_yn,
+        BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_SIZE_K, EVEN_K,
+        HAS_BIAS, MUL_ROUTED_WEIGHT, DOT_PRECISION,
+    )
+
+
+@triton.jit
+def _down_tile(
+    h_ptr, w2_ptr, b2_ptr, topk_weights_ptr, sorted_slots_ptr, y_ptr,
+    expert, row_start, row_end, pid_n, N, K,
+    stride_hm, stride_hk, stride_we, stride_wn, stride_wk, stride_be, stride_bn,
+    stride_ym, stride_yn,
+    BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr, BLOCK_SIZE_K: tl.constexpr,
+    EVEN_K: tl.constexpr, HAS_BIAS: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """One tile of moe_down_kernel: rows row_start:row_end (at most BLOCK_SIZE_M) of expert,
+    columns pid_n * BLOCK_SIZE_N onwards; arguments as in moe_down_kernel."""
+    # -----------------------------------------------------------
     # Pointer blocks: the tile's rows of h (contiguous) and the rows of w2[expert].
     offs_m = row_start + tl.arange(0, BLOCK_SIZE_M)
     row_mask = offs_m < row_end
@@ -198,9 +279,13 @@ def moe_down_kernel(
     # K loop with an fp32 accumulator.
     acc = tl.zeros((BLOCK_SIZE_M, BLOCK_SIZE_N), dtype=tl.float32)
     for k in range(0, tl.cdiv(K, BLOCK_SIZE_K)):
-        k_mask = offs_k < K - k * BLOCK_SIZE_K
-        a = tl.load(h_ptrs, mask=row_mask[:, None] & k_mask[None, :], other=0.0)
-        b = tl.load(w_ptrs, mask=k_mask[:, None] & col_mask[None, :], other=0.0)
+        if EVEN_K:
+            a = tl.load(h_ptrs, mask=row_mask[:, None], other=0.0)
+            b = tl.load(w_ptrs, mask=col_mask[None, :], other=0.0)
+        else:
+            k_mask = offs_k < K - k * BLOCK_SIZE_K
+            a = tl.load(h_ptrs, mask=row_mask[:, None] & k_mask[None, :], other=0.0)
+            b = tl.load(w_ptrs, mask=k_mask[:, None] & col_mask[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
         h_ptrs += BLOCK_SIZE_K * stride_hk
         w_ptrs += BLOCK_SIZE_K * stride_wk
