@@ -14,6 +14,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="rewrite fixtures/**/expected from the current output (review the git diff!)",
     )
+    parser.addoption(
+        "--slow",
+        action="store_true",
+        help="property tests: ten times the examples (hypothesis profile 'slow')",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Property tests (tests/test_properties.py): 'ci' by default, 'slow' with --slow.
+    from hypothesis import HealthCheck, settings
+
+    common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.register_profile("ci", max_examples=100, derandomize=True, **common)
+    settings.register_profile("slow", max_examples=1000, **common)
+    settings.load_profile("slow" if config.getoption("--slow") else "ci")
 
 
 @pytest.fixture

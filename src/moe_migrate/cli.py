@@ -99,10 +99,10 @@ def migrate(
 ) -> None:
     """Migrate vLLM-based code off the removed SharedFusedMoE class.
 
-    Rewrites every use of vLLM's SharedFusedMoE into FusedMoE in PATHS, and reports what it
-    cannot rewrite safely. Exit codes: 0 clean, 1 changes or findings (with --check/--diff)
-    or findings that need a human, 2 usage or file errors.
-    """
+    Rewrites every use of vLLM's SharedFusedMoE into FusedMoE in PATHS, reports what it cannot rewrite safely, then smoke-tests each migrated FusedMoE call site.
+
+    Exit codes: 0 clean; 1 changes (with --check/--diff), findings that need a human, or a smoke-test mismatch; 2 usage or file errors.
+    """  # noqa: E501 - typer shows each line of this docstring as a line of --help
     from moe_migrate.terminal import Terminal
 
     terminal = Terminal(quiet=quiet, verbose=verbose, progress=not no_progress)

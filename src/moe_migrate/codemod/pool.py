@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -52,6 +53,14 @@ def _stop(pool: ProcessPoolExecutor) -> list[int | None]:
     for process in handles:
         process.join(timeout=5)
     return [process.exitcode for process in handles]
+
+
+def _exit_code(process, wait: float = 5.0) -> int | None:  # type: ignore[no-untyped-def]
+    """The exit code of a worker that died, which the pool's own thread may be reaping too."""
+    deadline = time.monotonic() + wait
+    while process.exitcode is None and time.monotonic() < deadline:
+        process.join(timeout=0.05)  # None while the other thread holds the status: ask again
+    return process.exitcode
 
 
 def _death(codes: Sequence[int | None]) -> str:
@@ -137,8 +146,12 @@ def _alone(
     """Run one suspect in a pool of its own: its result, or ``on_death`` if it kills it."""
     pool = _pool(1, initializer, initargs)
     try:
-        return pool.submit(fn, item).result()
-    except BrokenProcessPool:
-        return on_death(item, _death(_stop(pool)))
+        future = pool.submit(fn, item)
+        # Held now: once the pool breaks, it forgets its processes, and their exit codes.
+        workers = list((getattr(pool, "_processes", None) or {}).values())
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            return on_death(item, _death([_exit_code(process) for process in workers]))
     finally:
         _stop(pool)

@@ -91,6 +91,9 @@ class FileState:
         return (r.start.line, r.start.column + 1, r.end.line, r.end.column + 1)
 
 
+_VISITOR_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 class Rule(cst.BatchableCSTVisitor):
     """Base class: subclass it, set ``ID`` and ``EXAMPLES``, write ``visit_*``/``leave_*``.
 
@@ -113,6 +116,17 @@ class Rule(cst.BatchableCSTVisitor):
     def applies_to(cls, file: FileContext) -> bool:
         """Whether the rule runs on this file at all (default: always)."""
         return True
+
+    def get_visitors(self) -> dict[str, Callable[..., object]]:
+        """The ``visit_*``/``leave_*`` methods, found once per class rather than per file.
+
+        LibCST's own version calls ``inspect.getmembers`` on every instance, which cost about
+        half of the time spent on a typical file.
+        """
+        names = _VISITOR_NAMES.get(type(self))
+        if names is None:
+            names = _VISITOR_NAMES[type(self)] = tuple(super().get_visitors())
+        return {name: getattr(self, name) for name in names}
 
     @property
     def file(self) -> FileContext:

@@ -17,6 +17,11 @@ from moe_migrate.codemod.outcomes import Changed, Failed, FileOutcome, Unchanged
 from moe_migrate.codemod.rule import FileState, Rule
 
 
+def _comments(lines: Sequence[cst.EmptyLine]) -> tuple[cst.EmptyLine, ...]:
+    """The lines above a statement worth keeping when it goes: all of them, if any is a comment."""
+    return tuple(lines) if any(line.comment is not None for line in lines) else ()
+
+
 class _ApplyEdits(cst.CSTTransformer):
     """Applies scheduled edits bottom-up, so an edit sees its node's children already edited."""
 
@@ -24,31 +29,111 @@ class _ApplyEdits(cst.CSTTransformer):
         super().__init__()
         self._edits = state.edits
         self.applied: set[str] = set()
+        #: id(original statement) -> the comment lines above it, for statements a rule removed.
+        self._removed: dict[int, tuple[cst.EmptyLine, ...]] = {}
 
     def on_leave(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        if self._removed and isinstance(updated_node, (cst.Module, cst.IndentedBlock)):
+            updated_node = self._keep_comments(original_node, updated_node)
         entry = self._edits.get(id(original_node))
         if entry is None:
+            if isinstance(updated_node, cst.SimpleStatementLine) and not updated_node.body:
+                # Its last statement was removed: LibCST would drop the line, comments and all.
+                self._removed[id(original_node)] = _comments(updated_node.leading_lines)
+                return cst.RemoveFromParent()
             return updated_node
+        above = getattr(updated_node, "leading_lines", ())
         for rule_id, edit in entry[1]:
             updated_node = edit(updated_node)
             self.applied.add(rule_id)
             if isinstance(updated_node, (cst.RemovalSentinel, cst.FlattenSentinel)):
                 break
+        if isinstance(updated_node, cst.RemovalSentinel) and isinstance(original_node, cst.BaseStatement):
+            self._removed[id(original_node)] = _comments(above)
         return updated_node
+
+    def _keep_comments(self, original, updated):  # type: ignore[no-untyped-def]
+        """Move the comments above removed statements onto the next statement kept (or the
+        block's footer): removing an import must not delete the comment above it."""
+        removed = [id(child) in self._removed for child in original.body]
+        if len(original.body) - sum(removed) != len(updated.body):
+            return updated  # a FlattenSentinel changed the count: leave it
+        body, carried, index = list(updated.body), [], 0
+        for child, gone in zip(original.body, removed):
+            if gone:
+                carried.extend(self._removed.pop(id(child)))
+                continue
+            if carried:
+                body[index] = body[index].with_changes(leading_lines=(*carried, *body[index].leading_lines))
+                carried = []
+            index += 1
+        if not any(removed) or (not carried and body == list(updated.body)):
+            return updated
+        return updated.with_changes(body=body, footer=(*carried, *updated.footer))
 
 
 #: What CPython says when brackets nest deeper than it allows (200). LibCST's native parser is
 #: not asked to parse such a file: it overflows its stack (a segfault) at about 1,500 levels.
 _TOO_DEEP = ("too many nested parentheses", "too many levels of indentation", "too complex")
-_PYTHON2 = re.compile(rb"^[ \t]*(print[ \t]+[^ \t(=]|exec[ \t]+[\"']|except[ \t]+\w[\w.]*[ \t]*,)", re.M)
+#: Python 2 statements: print, exec, ``except E, e:`` (see also :func:`_python2`).
+_PYTHON2_STATEMENT = re.compile(rb"^[ \t]*(print[ \t]+[^ \t(=]|exec[ \t]+[\"']|except[ \t]+\w[\w.]*[ \t]*,)", re.M)
+_CODING = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*[-\w.]+", re.M)
+
+
+def _python2(source: bytes, error: SyntaxError | None) -> bool:
+    """A Python 2 statement anywhere, or the syntax error sits on a backtick or ``<>``."""
+    if _PYTHON2_STATEMENT.search(source):
+        return True
+    if error is None or not error.lineno or not error.offset:
+        return False
+    lines = source.splitlines()
+    if error.lineno > len(lines):
+        return False
+    at = lines[error.lineno - 1][error.offset - 1 :]
+    return at.startswith((b"`", b"<>"))
 
 
 def _located(error: SyntaxError) -> str:
-    """``at line L, column C: message`` (as much of it as is known)."""
+    """``at line L, column C: message`` (as much of it as is known), without a final full stop."""
     where = f" at line {error.lineno}" if error.lineno else ""
     if error.lineno and error.offset:
         where += f", column {error.offset}"
-    return f"{where.strip()}: {str(error.msg).rstrip('.')}" if where else str(error.msg).rstrip(".")
+    message = str(error.msg).rstrip(".")
+    return f"{where.strip()}: {message}" if where else message
+
+
+def _end(message: str) -> str:
+    return message if message.endswith((".", "?", "!")) else message + "."
+
+
+def _undecodable(source: bytes) -> str:
+    """Which line cannot be decoded, with which encoding, and where that encoding came from."""
+    import io
+    import tokenize
+
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
+    except SyntaxError as error:
+        if "unknown encoding" in str(error):
+            return f"cannot decode: {str(error).rstrip('.')}"
+        encoding = "utf-8"  # the first line itself is not UTF-8
+    if _CODING.search(b"\n".join(source.splitlines()[:2])):
+        origin = "the coding declared in the file"
+    elif source.startswith(b"\xef\xbb\xbf"):
+        origin = "the file starts with a UTF-8 byte order mark"
+    else:
+        origin = "Python's default: the file declares no coding"
+    for number, line in enumerate(source.splitlines(True), 1):
+        try:
+            line.decode(encoding)
+        except UnicodeDecodeError as error:
+            return (
+                f"cannot decode line {number} as {encoding} ({origin}): byte "
+                f"0x{line[error.start]:02x} at column {error.start + 1}"
+            )
+        except LookupError:
+            break
+    return f"cannot decode the file as {encoding} ({origin})"
 
 
 def _check_python(source: bytes, path: str) -> Failed | SyntaxError | None:
@@ -69,9 +154,12 @@ def _check_python(source: bytes, path: str) -> Failed | SyntaxError | None:
         if "null bytes" in text:
             return Failed(path, "parse", f"cannot parse: {text} (a NUL byte: is it a binary file?). Pass --exclude for it.")
         if any(marker in text for marker in _TOO_DEEP):
-            return Failed(path, "parse", f"too deeply nested {_located(error)}. Simplify the file, or pass --exclude for it.")
+            return Failed(path, "parse", f"too deeply nested {_end(_located(error))} Simplify the file, or pass --exclude for it.")
         if "unicode error" in text or "encoding" in text or "decode" in text:
-            return Failed(path, "parse", f"cannot decode {_located(error)}. Fix the bytes or the coding declaration, or pass --exclude for it.")
+            return Failed(path, "parse", f"{_undecodable(source)}. Fix the bytes or the coding declaration, or pass --exclude for it.")
+        if _PYTHON2_STATEMENT.search(source):
+            # LibCST knows Python 3.14, where `except A, B:` is valid: do not take Python 2 for it.
+            return Failed(path, "parse", f"syntax error {_end(_located(error))} It looks like Python 2, which moe-migrate does not migrate. Fix the file, or pass --exclude for it.")
         return error
     return None
 
@@ -91,23 +179,84 @@ def _parse(source: bytes, path: str) -> cst.Module | Failed:
             line, column = (int(where[1]), int(where[2]) + 1) if where else (error.raw_line, error.raw_column + 1)
             message = error.message[where.end() :] if where else error.message
             detail = f"at line {line}, column {column}: {message.rstrip('.')}"
-        hint = " It looks like Python 2, which moe-migrate does not migrate." if _PYTHON2.search(source) else ""
-        return Failed(path, "parse", f"syntax error {detail}.{hint} Fix the file, or pass --exclude for it.")
-    except (UnicodeError, LookupError, SyntaxError, ValueError) as error:
+        hint = " It looks like Python 2, which moe-migrate does not migrate." if _python2(source, checked) else ""
+        return Failed(path, "parse", f"syntax error {_end(detail)}{hint} Fix the file, or pass --exclude for it.")
+    except (UnicodeError, LookupError, SyntaxError, ValueError):
         # LookupError: an unknown coding declaration; ValueError: e.g. NUL bytes.
-        return Failed(path, "parse", f"cannot decode: {error}. Fix the bytes or the coding declaration, or pass --exclude for it.")
+        return Failed(path, "parse", f"{_undecodable(source)}. Fix the bytes or the coding declaration, or pass --exclude for it.")
     except RecursionError:
         return Failed(path, "parse", "too deeply nested to parse. Simplify the file, or pass --exclude for it.")
 
 
-def _verify(source: bytes, after: bytes, original: cst.Module, path: str) -> Failed | None:
-    """Refuse a rewrite that would not parse or that would touch bytes outside its edits."""
+def _splice(source: bytes, printed: bytes, after: bytes) -> bytes | None:
+    """Carry the edits LibCST made (``printed`` -> ``after``) over onto the real ``source``.
+
+    LibCST 1.9 prints a few files differently from how they are written: a blank line
+    followed by a whitespace-only line loses the blank line; a lone CR at the end is dropped.
+    Where every edited line of ``printed`` is, unchanged, a line of ``source``, the edit is
+    applied to ``source`` itself; otherwise ``None``.
+    """
+    from difflib import SequenceMatcher
+
+    real, old, new = source.splitlines(True), printed.splitlines(True), after.splitlines(True)
+    where: dict[int, int] = {}  # line of printed -> the same line in source
+    # LibCST only drops lines: embed printed in source, earliest match first.
+    position = 0
+    for index, line in enumerate(old):
+        while position < len(real) and real[position] != line:
+            position += 1
+        if position == len(real):
+            break
+        where[index] = position
+        position += 1
+    if len(where) < len(old):  # not a subsequence: match what can be matched
+        where.clear()
+        for tag, i1, i2, j1, _ in SequenceMatcher(None, old, real, autojunk=False).get_opcodes():
+            if tag == "equal":
+                where.update((i1 + k, j1 + k) for k in range(i2 - i1))
+    out: list[bytes] = []
+    done = 0
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        if i1 < i2:
+            if any(k not in where for k in range(i1, i2)):
+                return None
+            start, stop = where[i1], where[i2 - 1] + 1
+            mapped = {where[k] for k in range(i1, i2)}
+            if any(real[k].strip() for k in range(start, stop) if k not in mapped):
+                return None  # only lines LibCST dropped (blank ones) may sit between them
+        elif i1 in where:
+            start = stop = where[i1]
+        elif i1 == len(old):
+            start = stop = len(real)
+        else:
+            return None
+        if start < done:
+            return None
+        out.extend(real[done:start])
+        out.extend(new[j1:j2])
+        done = stop
+    out.extend(real[done:])
+    return b"".join(out)
+
+
+def _code_lines(source: bytes) -> list[bytes]:
+    return [line for line in source.splitlines() if line.strip()]
+
+
+def _faithful(source: bytes, after: bytes, original: cst.Module, path: str) -> bytes | Failed:
+    """The rewrite, refused if it does not parse or would touch bytes outside its edits."""
     from moe_migrate.codemod.write import unparsable
 
-    if original.bytes != source:
-        # LibCST could not reproduce this file exactly (a lone CR at the end, say): a rewrite
-        # would change bytes nobody asked to change.
-        return Failed(path, "parse", "cannot rewrite without changing other bytes of the file (LibCST does not round-trip it; unusual line endings?). Migrate it by hand, or pass --exclude for it.")
+    printed = original.bytes
+    if printed != source:
+        spliced = _splice(source, printed, after)
+        # The same code as LibCST's own output, line for line; only blank lines may differ.
+        faithful = spliced is not None and _code_lines(spliced) == _code_lines(after)
+        if not faithful:
+            return Failed(path, "parse", "cannot rewrite without changing other bytes of the file (LibCST does not print it back as written: unusual line endings or whitespace-only lines?). Migrate it by hand, or pass --exclude for it.")
+        after = spliced  # type: ignore[assignment]
     try:
         cst.parse_module(after)
     except Exception as error:  # noqa: BLE001 - any failure to re-parse is a refusal
@@ -115,7 +264,7 @@ def _verify(source: bytes, after: bytes, original: cst.Module, path: str) -> Fai
     problem = unparsable(source, after)
     if problem is not None:
         return Failed(path, "rule", f"internal error: the rewritten file does not parse ({problem}); nothing was rewritten. Please report it with this file.")
-    return None
+    return after
 
 
 def migrate_source(
@@ -164,7 +313,8 @@ def migrate_source(
         )
     if after == source:
         return Unchanged(path, findings)
-    refused = _verify(source, after, parsed, path)
-    if refused is not None:
-        return refused
+    checked = _faithful(source, after, parsed, path)
+    if isinstance(checked, Failed):
+        return checked
+    after = checked
     return Changed(path, source, after, tuple(sorted(applier.applied)), findings)
