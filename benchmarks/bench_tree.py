@@ -44,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--libcst", action="store_true", help="also time LibCST's codemod CLI rename")
+    parser.add_argument("--only", default="", help="run only the cases whose name contains this")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="moe-bench-"))
@@ -64,19 +65,22 @@ def main() -> None:
         ("pre-commit: deepseek_v2.py, --check", [*MOE, "--check", str(deepseek)]),
         ("pre-commit: deepseek_v2.py, --diff", [*MOE, "--diff", str(deepseek)]),
     ]
-    if shutil.which("ast-grep") or shutil.which("sg"):
-        tool = shutil.which("ast-grep") or shutil.which("sg")
-        cases.append(("ast-grep rename (for scale)", [tool, "run", "-p", "SharedFusedMoE", "-r", "FusedMoE", "-l", "python", str(tree)]))
+    if shutil.which("ast-grep"):  # not `sg`: on Debian that is the set-group command
+        cases.append(("ast-grep rename (for scale)", ["ast-grep", "run", "-p", "SharedFusedMoE", "-r", "FusedMoE", "-l", "python", str(tree)]))
     if args.libcst:
         cases.append((
             "LibCST codemod CLI rename, --jobs=2",
-            [sys.executable, "-m", "libcst.tool", "codemod", "-j", "2", "--no-format", "rename.RenameCommand",
+            # The command comes first: libcst.tool reads the codemod's own options after it.
+            [sys.executable, "-m", "libcst.tool", "codemod", "rename.RenameCommand",
              "--old_name", "vllm.model_executor.layers.fused_moe.SharedFusedMoE",
-             "--new_name", "vllm.model_executor.layers.fused_moe.FusedMoE", str(tree)],
+             "--new_name", "vllm.model_executor.layers.fused_moe.FusedMoE",
+             "-j", "2", "--no-format", "--hide-progress", str(tree)],
         ))
     print(f"| case | median wall (s) | peak RSS (MB) | runs |\n|---|---:|---:|---:|")
     for name, command in cases:
-        runs = 1 if "LibCST" in name else args.runs
+        if args.only not in name:
+            continue
+        runs = 1 if "LibCST" in name or "ten copies" in name else args.runs
         wall, peak = timed(command, work, runs)
         print(f"| {name} | {wall:.3f} | {peak:.0f} | {runs} |", flush=True)
     shutil.rmtree(work)
