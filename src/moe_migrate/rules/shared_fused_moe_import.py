@@ -8,6 +8,7 @@ from libcst.helpers import get_full_name_for_node
 from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.imports import isort_key
 from moe_migrate.codemod.rule import Flagged, Rewrite, Rule, Unchanged
+from moe_migrate.codemod.sequence import drop_at
 from moe_migrate.rules._vllm import (
     NEW_CLASS,
     OLD_CLASS,
@@ -239,15 +240,7 @@ def _apply_plan(
     before = [(get_full_name_for_node(a.name) or "") for a in slots]
     was_sorted = before == sorted(before, key=isort_key)
     kept_ids = {id(entry[0]) for entry in kept}
-    survivors: list[cst.ImportAlias] = []
-    for index, (slot, entry) in enumerate(zip(slots, plan)):
-        if id(entry[0]) in kept_ids:
-            survivors.append(slot)
-        elif survivors:
-            last = not any(id(e[0]) in kept_ids for e in plan[index + 1 :])
-            survivors[-1] = survivors[-1].with_changes(
-                comma=_merge_commas(survivors[-1].comma, slot.comma, last)
-            )
+    survivors = drop_at(slots, {i for i, entry in enumerate(plan) if id(entry[0]) not in kept_ids})
     values = [(name, asname) for _, name, asname in kept]
     if was_sorted:
         values.sort(key=lambda v: isort_key(v[0] or ""))
@@ -260,22 +253,6 @@ def _apply_plan(
             )
         out.append(slot.with_changes(name=cst.Name(name or ""), asname=new_asname))
     return out
-
-
-def _merge_commas(kept, removed, removed_was_last: bool):  # type: ignore[no-untyped-def]
-    """The comma of the slot before a removed one.
-
-    Across lines it keeps its own end-of-line comment and takes the removed slot's line break
-    onward (comments above a removed name go with it); on one line the removed slot's comma
-    ends the list if it was last.
-    """
-    kept_ws = getattr(kept, "whitespace_after", None)
-    removed_ws = getattr(removed, "whitespace_after", None)
-    if isinstance(kept_ws, cst.ParenthesizedWhitespace) and isinstance(
-        removed_ws, cst.ParenthesizedWhitespace
-    ):
-        return kept.with_changes(whitespace_after=removed_ws.with_changes(first_line=kept_ws.first_line))
-    return removed if removed_was_last else kept
 
 
 class _AttributeUses(cst.CSTVisitor):

@@ -9,6 +9,7 @@ from libcst.helpers import get_full_name_for_node
 
 from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.rule import Flagged, Rewrite, Rule, Unchanged
+from moe_migrate.codemod.sequence import drop_at
 from moe_migrate.rules._vllm import (
     NEW_CLASS,
     NEW_QUALNAME,
@@ -286,11 +287,8 @@ class SharedFusedMoeReference(Rule):
 
 
 def _keep_elements(types: cst.Tuple, keep: list[int]) -> cst.Tuple:
-    elements = list(types.elements)
-    last_comma = elements[-1].comma
-    out = [elements[i] for i in keep]
-    out[-1] = out[-1].with_changes(comma=last_comma)
-    return types.with_changes(elements=out)
+    dropped = set(range(len(types.elements))) - set(keep)
+    return types.with_changes(elements=drop_at(types.elements, dropped))
 
 
 
