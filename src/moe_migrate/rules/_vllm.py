@@ -11,14 +11,13 @@ imports and every reference as they were.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import libcst as cst
 from libcst.helpers import get_full_name_for_node
-from libcst.metadata import ImportAssignment, MetadataWrapper, Scope, ScopeProvider
+from libcst.metadata import Assignment, ImportAssignment, MetadataWrapper, Scope, ScopeProvider
 
 from moe_migrate.codemod.context import FileContext
-from moe_migrate.codemod.imports import dotted
 
 if TYPE_CHECKING:
     from moe_migrate.rules._uses import Uses
@@ -141,28 +140,42 @@ def _is_prefix_of_class(target: str) -> bool:
     return any(q.startswith(target + ".") for q in OLD_QUALNAMES)
 
 
-def _vllm_fused_moe_bound(
-    binding: Binding, name: str, file: FileContext, ignore: frozenset[int] = frozenset()
+def bound_to(
+    scope: Scope,
+    name: str,
+    qualnames: frozenset[str],
+    file: FileContext,
+    skip: Callable[[Assignment], bool] = lambda _: False,
 ) -> bool | None:
-    """True: ``name`` is vLLM's FusedMoE where ``binding`` is; False: something else; None: free.
-
-    Assignments whose node is in ``ignore`` (inside a fallback block that goes) do not count.
-    """
-    assignments = [
-        a
-        for a in binding.scope[name]
-        if not (isinstance(a, ImportAssignment) and a.node is binding.statement)
-        and id(a.node) not in ignore
-    ]
+    """What ``name`` is where ``scope`` is: True, only imports of one of ``qualnames``; False,
+    something else too; None, unbound. Assignments for which ``skip`` is true do not count."""
+    assignments = [a for a in scope[name] if not skip(a)]
     if not assignments:
         return None
     for assignment in assignments:
         if not isinstance(assignment, ImportAssignment):
             return False
         targets = _import_targets(assignment.node, file)
-        if not any(local == name and target in NEW_QUALNAMES for _, local, target in targets):
+        if not any(local == name and target in qualnames for _, local, target in targets):
             return False
     return True
+
+
+def _vllm_fused_moe_bound(
+    binding: Binding, name: str, file: FileContext, ignore: frozenset[int] = frozenset()
+) -> bool | None:
+    """True: ``name`` is vLLM's FusedMoE where ``binding`` is; False: something else; None: free.
+
+    The binding's own import, and assignments whose node is in ``ignore`` (inside a fallback
+    block that goes), do not count.
+    """
+    return bound_to(
+        binding.scope,
+        name,
+        NEW_QUALNAMES,
+        file,
+        lambda a: a.node is binding.statement or id(a.node) in ignore,
+    )
 
 
 def _free_alias(scopes: list[Scope]) -> str:

@@ -5,17 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import libcst as cst
-from libcst.helpers import get_full_name_for_node
-from libcst.metadata import ImportAssignment, Scope, ScopeProvider
+from libcst.metadata import Scope, ScopeProvider
 
+from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.rule import Flagged, Rewrite, Rule, Unchanged
-from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS
+from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS, bound_to
 
 #: The class names that meant "vLLM's MoE layer" before the removal.
 VLLM_NAMES = frozenset({NEW_CLASS, OLD_CLASS})
 HELPER = "is_moe_layer"
 HELPER_MODULE = "vllm.utils"
 HELPER_ALIAS = "vllm_is_moe_layer"
+_HELPER_QUALNAMES = frozenset({f"{HELPER_MODULE}.{HELPER}"})
 
 _BEFORE = (
     "moe_modules = [\n"
@@ -229,34 +230,18 @@ class MoeClassNameCheck(Rule):
         """``is_moe_layer`` unless the file binds it to something else; import what is needed."""
         if self.file.module == HELPER_MODULE:
             return HELPER  # vllm/utils/__init__.py defines it
-        if all(_bound_to_helper(scope, HELPER) in (True, None) for scope in self._scopes):
-            if not all(_bound_to_helper(scope, HELPER) for scope in self._scopes):
+        if all(_bound_to_helper(scope, HELPER, self.file) in (True, None) for scope in self._scopes):
+            if not all(_bound_to_helper(scope, HELPER, self.file) for scope in self._scopes):
                 self.add_import(HELPER_MODULE, HELPER)
             return HELPER
         alias, n = HELPER_ALIAS, 1
-        while any(scope[alias] and not _bound_to_helper(scope, alias) for scope in self._scopes):
+        while any(scope[alias] and not _bound_to_helper(scope, alias, self.file) for scope in self._scopes):
             n += 1
             alias = f"{HELPER_ALIAS}{n}"
         self.add_import(HELPER_MODULE, HELPER, alias)
         return alias
 
 
-def _bound_to_helper(scope: Scope, name: str) -> bool | None:
+def _bound_to_helper(scope: Scope, name: str, file: FileContext) -> bool | None:
     """True: ``name`` is vLLM's is_moe_layer here; False: something else; None: unbound."""
-    assignments = scope[name]
-    if not assignments:
-        return None
-    for assignment in assignments:
-        if not isinstance(assignment, ImportAssignment):
-            return False
-        statement = assignment.node
-        if not (
-            isinstance(statement, cst.ImportFrom)
-            and not statement.relative
-            and statement.module is not None
-            and get_full_name_for_node(statement.module) == HELPER_MODULE
-            and not isinstance(statement.names, cst.ImportStar)
-            and any(get_full_name_for_node(a.name) == HELPER for a in statement.names)
-        ):
-            return False
-    return True
+    return bound_to(scope, name, _HELPER_QUALNAMES, file)

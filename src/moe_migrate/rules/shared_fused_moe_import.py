@@ -6,7 +6,7 @@ import libcst as cst
 from libcst.helpers import get_full_name_for_node
 
 from moe_migrate.codemod.context import FileContext
-from moe_migrate.codemod.imports import isort_key
+from moe_migrate.codemod.imports import dotted, isort_key
 from moe_migrate.codemod.rule import Flagged, Rewrite, Rule, Unchanged
 from moe_migrate.codemod.sequence import drop_at
 from moe_migrate.rules._vllm import (
@@ -16,7 +16,6 @@ from moe_migrate.rules._vllm import (
     PACKAGE,
     Analysis,
     analyse,
-    dotted,
     in_fused_moe_package,
     is_removal_target,
 )

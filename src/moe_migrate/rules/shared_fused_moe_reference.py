@@ -8,6 +8,7 @@ import libcst as cst
 from libcst.helpers import get_full_name_for_node
 
 from moe_migrate.codemod.context import FileContext
+from moe_migrate.codemod.imports import dotted
 from moe_migrate.codemod.rule import Flagged, Rewrite, Rule, Unchanged
 from moe_migrate.codemod.sequence import drop_at
 from moe_migrate.rules._vllm import (
@@ -20,7 +21,6 @@ from moe_migrate.rules._vllm import (
     Binding,
     analyse,
     attribute_head,
-    dotted,
     is_removal_target,
 )
 
