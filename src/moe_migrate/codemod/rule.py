@@ -80,6 +80,8 @@ class FileState:
     memo: dict[Callable[..., object], object] = field(default_factory=dict)
     #: ``from M import name [as asname]`` the edits need; added after the edits are applied.
     imports: list[tuple[str, str, str | None]] = field(default_factory=list)
+    #: Maps a line of the parsed text to the file's line, when LibCST parsed a slice of it.
+    lines: Callable[[int], int] | None = None
     _positions: object = None
 
     def position(self, node: cst.CSTNode) -> tuple[int, int, int, int]:
@@ -88,7 +90,10 @@ class FileState:
             # Positions cost a full code-generation pass; only files with findings pay for it.
             self._positions = self.wrapper.resolve(PositionProvider)
         r = self._positions[node]  # type: ignore[index]
-        return (r.start.line, r.start.column + 1, r.end.line, r.end.column + 1)
+        line, end_line = r.start.line, r.end.line
+        if self.lines is not None:
+            line, end_line = self.lines(line), self.lines(end_line)
+        return (line, r.start.column + 1, end_line, r.end.column + 1)
 
 
 _VISITOR_NAMES: dict[type, tuple[str, ...]] = {}
@@ -107,6 +112,9 @@ class Rule(cst.BatchableCSTVisitor):
     EXAMPLES: ClassVar[tuple[Example, ...]] = ()
     #: Severity of this rule's findings unless :meth:`flag` is told otherwise.
     SEVERITY: ClassVar[Severity] = Severity.ERROR
+    #: The rule needs the whole file, not only the statements that mention its triggers
+    #: (:mod:`moe_migrate.codemod.slicing`): where it applies, no file is sliced.
+    WHOLE_FILE: ClassVar[bool] = False
 
     def __init__(self, state: FileState) -> None:
         super().__init__()

@@ -77,18 +77,21 @@ class Candidate:
 
 
 _WORKER_RULES: list[type] = []
+#: What the rules look at (``None``: the whole of every file: slicing is off).
+_WORKER_FOCUS: list[object] = [None]
 
 
-def _init_worker(rule_ids: Sequence[str]) -> None:
+def _init_worker(rule_ids: Sequence[str], slicing: bool = True) -> None:
     from moe_migrate import rules
 
     _WORKER_RULES[:] = [rules.load(rule_id) for rule_id in rule_ids]
+    _WORKER_FOCUS[0] = rules.focus(rule_ids) if slicing else None
 
 
 def _migrate(candidate: Candidate) -> FileOutcome:
     from moe_migrate.codemod.transform import migrate_source
 
-    return migrate_source(candidate.source, _WORKER_RULES, candidate.context)  # type: ignore[arg-type]
+    return migrate_source(candidate.source, _WORKER_RULES, candidate.context, _WORKER_FOCUS[0])  # type: ignore[arg-type]
 
 
 def build_plan(
@@ -98,9 +101,13 @@ def build_plan(
     excludes: Sequence[str] = (),
     jobs: int | None = None,
     prefilter: bool = True,
+    slicing: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> Plan:
     """Discover, read, prefilter and migrate. Raises only ``DiscoveryError`` (bad arguments).
+
+    ``prefilter=False`` parses every file; ``slicing=False`` shows the rules whole files
+    (both only to check that they change nothing).
 
     ``progress(done, total)`` is called with ``done=0`` once the files to analyse are known,
     then after each one (the terminal draws its bar from it).
@@ -122,7 +129,7 @@ def build_plan(
         module, is_package = module_name(path)
         context = FileContext(relative(path, found.root), module, is_package)
         candidates.append(Candidate(path, source, context))
-    outcomes.extend(_counted(_run(candidates, rule_ids, jobs), len(candidates), progress))
+    outcomes.extend(_counted(_run(candidates, rule_ids, jobs, slicing), len(candidates), progress))
     if candidates:
         outcomes = _finish(found.root, found.files, outcomes, rule_ids)
     outcomes.sort(key=lambda o: o.path)
@@ -164,13 +171,15 @@ def _counted(
     return done
 
 
-def _run(candidates: list[Candidate], rule_ids: Sequence[str], jobs: int | None) -> Iterator[FileOutcome]:
+def _run(
+    candidates: list[Candidate], rule_ids: Sequence[str], jobs: int | None, slicing: bool
+) -> Iterator[FileOutcome]:
     """Outcomes as they finish (a generator, so the caller can count them)."""
     jobs = jobs or os.cpu_count() or 1
     if not candidates:
         return
     if jobs == 1 or len(candidates) < POOL_THRESHOLD:
-        _init_worker(rule_ids)
+        _init_worker(rule_ids, slicing)
         yield from (_migrate(c) for c in candidates)
         return
     # Largest files first so one big file does not finish alone at the end.
@@ -185,7 +194,7 @@ def _run(candidates: list[Candidate], rule_ids: Sequence[str], jobs: int | None)
         workers=min(jobs, len(candidates)),
         on_death=_died,
         initializer=_init_worker,
-        initargs=(tuple(rule_ids),),
+        initargs=(tuple(rule_ids), slicing),
     )
 
 

@@ -11,10 +11,12 @@ from typing import Sequence
 import libcst as cst
 from libcst.metadata import MetadataWrapper
 
+from moe_migrate.codemod import slicing
 from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.imports import add_from_import
-from moe_migrate.codemod.outcomes import Changed, Failed, FileOutcome, Unchanged
+from moe_migrate.codemod.outcomes import Changed, Failed, FileOutcome, Finding, Unchanged
 from moe_migrate.codemod.rule import FileState, Rule
+from moe_migrate.codemod.slicing import Focus
 
 
 def _comments(lines: Sequence[cst.EmptyLine]) -> tuple[cst.EmptyLine, ...]:
@@ -136,15 +138,15 @@ def _undecodable(source: bytes) -> str:
     return f"cannot decode the file as {encoding} ({origin})"
 
 
-def _check_python(source: bytes, path: str) -> Failed | SyntaxError | None:
+def _check_python(source: bytes, path: str) -> Failed | SyntaxError | ast.Module:
     """CPython's own parser first: fast, and it refuses what would crash LibCST's.
 
     Returns ``Failed`` for what must not reach LibCST (nesting deeper than Python allows, NUL
     bytes, undecodable bytes), the ``SyntaxError`` for LibCST to confirm (it also knows newer
-    syntax than the running Python), or ``None`` when the file parses.
+    syntax than the running Python), or the module's ``ast`` when the file parses.
     """
     try:
-        compile(source, path, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+        tree = compile(source, path, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
     except (RecursionError, MemoryError):
         return Failed(path, "parse", f"too deeply nested: Python {sys.version_info[0]}.{sys.version_info[1]} itself cannot parse it. Simplify the file, or pass --exclude for it.")
     except ValueError as error:  # NUL bytes (SyntaxError from 3.12 on)
@@ -161,17 +163,15 @@ def _check_python(source: bytes, path: str) -> Failed | SyntaxError | None:
             # LibCST knows Python 3.14, where `except A, B:` is valid: do not take Python 2 for it.
             return Failed(path, "parse", f"syntax error {_end(_located(error))} It looks like Python 2, which moe-migrate does not migrate. Fix the file, or pass --exclude for it.")
         return error
-    return None
+    return tree  # type: ignore[no-any-return]
 
 
-def _parse(source: bytes, path: str) -> cst.Module | Failed:
-    checked = _check_python(source, path)
-    if isinstance(checked, Failed):
-        return checked
+def _parse(source: bytes, path: str, checked: SyntaxError | ast.Module) -> cst.Module | Failed:
+    """LibCST's module, or why not (``checked``: what CPython's parser said)."""
     try:
         return cst.parse_module(source)
     except cst.ParserSyntaxError as error:
-        if checked is not None:  # both parsers agree; CPython's message is the one people know
+        if isinstance(checked, SyntaxError):  # both parsers agree; CPython's message is the one people know
             detail = _located(checked)
         else:
             # The native parser's own "error at L:C" is more precise than raw_line/raw_column.
@@ -179,7 +179,8 @@ def _parse(source: bytes, path: str) -> cst.Module | Failed:
             line, column = (int(where[1]), int(where[2]) + 1) if where else (error.raw_line, error.raw_column + 1)
             message = error.message[where.end() :] if where else error.message
             detail = f"at line {line}, column {column}: {message.rstrip('.')}"
-        hint = " It looks like Python 2, which moe-migrate does not migrate." if _python2(source, checked) else ""
+        error_ = checked if isinstance(checked, SyntaxError) else None
+        hint = " It looks like Python 2, which moe-migrate does not migrate." if _python2(source, error_) else ""
         return Failed(path, "parse", f"syntax error {_end(detail)}{hint} Fix the file, or pass --exclude for it.")
     except (UnicodeError, LookupError, SyntaxError, ValueError):
         # LookupError: an unknown coding declaration; ValueError: e.g. NUL bytes.
@@ -281,25 +282,82 @@ def _compiles(source: bytes) -> bool:
 
 
 def migrate_source(
-    source: bytes, rules: Sequence[type[Rule]], context: FileContext
+    source: bytes, rules: Sequence[type[Rule]], context: FileContext, focus: Focus | None = None
 ) -> FileOutcome:
     """Run ``rules`` over ``source`` in one pass and say what they would do.
 
     Never raises: a parse error is ``Failed(stage="parse")``, a crash inside a rule or the edit
     pass is ``Failed(stage="rule")`` with the traceback. Bytes are kept exactly outside the
     edited nodes (encoding, BOM, newlines, comments); ``Changed`` only when they differ.
+
+    With a ``focus`` (what the rules look for), LibCST parses only the statements that matter
+    (:mod:`codemod.slicing`); the outcome is the same as without it.
     """
     path = context.path
     active = [rule for rule in rules if rule.applies_to(context)]
     if not active:
         return Unchanged(path)
-    parsed = _parse(source, path)
+    checked = _check_python(source, path)
+    if isinstance(checked, Failed):
+        return checked
+    if focus is not None and isinstance(checked, ast.Module) and not any(r.WHOLE_FILE for r in active):
+        try:
+            part = slicing.plan(source, checked, focus)
+        except Exception:  # noqa: BLE001 - never a reason to fail: the whole file is parsed instead
+            part = None
+        if part is not None:
+            outcome = _migrate_slice(source, part, active, context)
+            if outcome is not None:
+                return outcome
+    parsed = _parse(source, path, checked)
     if isinstance(parsed, Failed):
         return parsed
+    result = _apply_rules(parsed, active, context, None)
+    if not isinstance(result, tuple):
+        return result
+    after, applied, findings = result
+    if after == source:
+        return Unchanged(path, findings)
+    checked_after = _faithful(source, after, parsed, path)
+    if isinstance(checked_after, Failed):
+        return checked_after
+    return Changed(path, source, checked_after, applied, findings)
+
+
+def _migrate_slice(
+    source: bytes, part: slicing.Slice, rules: Sequence[type[Rule]], context: FileContext
+) -> FileOutcome | None:
+    """The outcome from the slice alone, or ``None`` where only the whole file can tell."""
+    try:
+        parsed = cst.parse_module(part.text)
+    except Exception:  # noqa: BLE001 - the whole file gets the real diagnosis
+        return None
+    result = _apply_rules(parsed, rules, context, part)
+    if isinstance(result, Failed):
+        return None  # the whole file gives the authoritative report
+    if isinstance(result, Unchanged):
+        return result
+    edited, applied, findings = result
+    if edited == part.text:
+        return Unchanged(context.path, findings)
+    if parsed.bytes != part.text:
+        return None  # LibCST does not print the slice back as written
+    after = part.splice(source, edited)
+    if after is None or after == source or not _compiles(after):
+        return None
+    return Changed(context.path, source, after, applied, findings)
+
+
+def _apply_rules(
+    parsed: cst.Module, rules: Sequence[type[Rule]], context: FileContext, part: slicing.Slice | None
+) -> tuple[bytes, tuple[str, ...], tuple[Finding, ...]] | Unchanged | Failed:
+    """(printed module after the edits, rules applied, findings), or ``Unchanged`` with the
+    findings when no rule scheduled an edit, or why the rules failed."""
+    path = context.path
     try:
         wrapper = MetadataWrapper(parsed, unsafe_skip_copy=True)
-        state = FileState(context=context, wrapper=wrapper)
-        wrapper.visit_batched([rule(state) for rule in active])
+        state = FileState(context=context, wrapper=wrapper, lines=part.line if part else None)
+        wrapper.visit_batched([rule(state) for rule in rules])
         findings = tuple(sorted(state.findings))
         if not state.edits:
             return Unchanged(path, findings)
@@ -307,7 +365,7 @@ def migrate_source(
         module = wrapper.module.visit(applier)
         for from_module, name, asname in state.imports:
             module = add_from_import(module, from_module, name, asname)
-        after = module.bytes
+        return module.bytes, tuple(sorted(applier.applied)), findings
     except RecursionError:
         return Failed(
             path,
@@ -324,10 +382,3 @@ def migrate_source(
             "please report it with this file",
             traceback.format_exc(),
         )
-    if after == source:
-        return Unchanged(path, findings)
-    checked = _faithful(source, after, parsed, path)
-    if isinstance(checked, Failed):
-        return checked
-    after = checked
-    return Changed(path, source, after, tuple(sorted(applier.applied)), findings)

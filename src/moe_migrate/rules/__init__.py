@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from moe_migrate.codemod.rule import Rule
+    from moe_migrate.codemod.slicing import Focus
 
 
 @dataclass(frozen=True)
@@ -20,12 +21,17 @@ class RuleSpec:
     """What is known of a rule without importing it."""
 
     id: str
-    #: Byte strings without which the rule cannot match; a file with none is never parsed.
+    #: Byte strings without which the rule cannot match; a file with none is never parsed,
+    #: and a statement with none (nor a name derived from them) is left out of what LibCST
+    #: parses (:mod:`moe_migrate.codemod.slicing`).
     triggers: tuple[bytes, ...]
     #: Rules that must run whenever this one does (they edit the same bindings).
     requires: tuple[str, ...] = ()
     #: The rule has a tree-level step (``finish``), run once after the per-file pass.
     tree: bool = False
+    #: Names whose bindings the rule checks wherever they are, trigger or not (a statement
+    #: binding a name that contains one of these is always parsed).
+    names: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -33,10 +39,12 @@ class RuleSpec:
 
 
 _SHARED_FUSED_MOE = (b"SharedFusedMoE", b"shared_fused_moe")
+#: The renames check what ``FusedMoE`` (and their fallback alias ``VllmFusedMoE``) is bound to.
+_RENAMED_TO = ("FusedMoE",)
 
 CATALOG: tuple[RuleSpec, ...] = (
-    RuleSpec("shared-fused-moe-import", _SHARED_FUSED_MOE, ("shared-fused-moe-reference",)),
-    RuleSpec("shared-fused-moe-reference", _SHARED_FUSED_MOE, ("shared-fused-moe-import",)),
+    RuleSpec("shared-fused-moe-import", _SHARED_FUSED_MOE, ("shared-fused-moe-reference",), names=_RENAMED_TO),
+    RuleSpec("shared-fused-moe-reference", _SHARED_FUSED_MOE, ("shared-fused-moe-import",), names=_RENAMED_TO),
     # Rewrites the block; the import and its uses are the renames' work.
     RuleSpec(
         "shared-fused-moe-import-fallback",
@@ -52,7 +60,7 @@ CATALOG: tuple[RuleSpec, ...] = (
     RuleSpec("moe-output-tuple", (b"SharedFusedMoE",)),
     RuleSpec("shared-fused-moe-only-api", (b"SharedFusedMoE",)),
     # A class-name check needs a string literal of one of vLLM's names: it ends in a quote.
-    RuleSpec("moe-class-name-check", (b"FusedMoE'", b'FusedMoE"')),
+    RuleSpec("moe-class-name-check", (b"FusedMoE'", b'FusedMoE"'), names=("is_moe_layer",)),
     RuleSpec("vllm-remove-shared-fused-moe", _SHARED_FUSED_MOE, tree=True),
     # Lists the call sites that moe-output-tuple finds in its finding at the definition.
     RuleSpec("shared-fused-moe-not-trivial", _SHARED_FUSED_MOE, ("moe-output-tuple",), tree=True),
@@ -96,6 +104,16 @@ def load(rule_id: str) -> type["Rule"]:
 def _class_name(rule_id: str) -> str:
     """``shared-fused-moe-import`` -> ``SharedFusedMoeImport``."""
     return "".join(part.capitalize() for part in rule_id.split("-"))
+
+
+def focus(rule_ids: Sequence[str]) -> "Focus":
+    """What the rules ``rule_ids`` look at in a file, for slicing it."""
+    from moe_migrate.codemod.slicing import Focus
+
+    chosen = [spec(rule_id) for rule_id in rule_ids]
+    words = tuple(dict.fromkeys(t for entry in chosen for t in entry.triggers))
+    names = tuple(dict.fromkeys(n for entry in chosen for n in entry.names))
+    return Focus(words, names)
 
 
 def select(selected: list[str] | None, ignored: list[str] | None) -> tuple[list[str], list[str]]:

@@ -124,6 +124,7 @@ class SharedFusedMoeNotTrivial(Rule):
     """
 
     ID = "shared-fused-moe-not-trivial"
+    WHOLE_FILE = True
     EXAMPLES = (
         Flagged(_PAIR, lines=(4,), note="vLLM 0.19's forward returns a pair", module=OLD_MODULES[0]),
         Unchanged(_TRIVIAL, "the thin subclass", module=OLD_MODULES[0]),

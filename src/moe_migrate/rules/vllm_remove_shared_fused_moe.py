@@ -65,6 +65,7 @@ class VllmRemoveSharedFusedMoe(Rule):
     """
 
     ID = "vllm-remove-shared-fused-moe"
+    WHOLE_FILE = True
     EXAMPLES = (
         Rewrite(_INIT, _INIT_AFTER, "the package stops exporting it", module=PACKAGE, is_package=True),
         Rewrite(
@@ -130,6 +131,7 @@ class AddIsMoeLayer(Rule):
     """
 
     ID = VllmRemoveSharedFusedMoe.ID
+    WHOLE_FILE = True
     EXAMPLES = (
         Rewrite(
             "import torch\n\nMASK = 1\n",
