@@ -150,7 +150,7 @@ try:
     runpy.run_module("moe_migrate", run_name="__main__")
 except SystemExit as exit:
     code = exit.code
-heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "triton", "numpy", "libcst"})
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "triton", "numpy", "libcst", "rich"})
 with open(out, "w") as handle:
     json.dump({"code": code, "heavy": heavy}, handle)
 """
@@ -159,7 +159,8 @@ with open(out, "w") as handle:
 @pytest.mark.parametrize(
     ("source", "code", "heavy"),
     [
-        pytest.param(b"import os\n", 0, [], id="nothing-to-migrate-imports-no-libcst"),
+        # A hook's stderr is not a terminal: plain text, no rich.
+        pytest.param(b"import os\n", 0, [], id="nothing-to-migrate-imports-no-libcst-no-rich"),
         pytest.param(USES, 0, ["libcst"], id="migrating-imports-no-torch"),
     ],
 )

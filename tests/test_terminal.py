@@ -179,3 +179,51 @@ def test_progress_bar_never_under_ci(many) -> None:
     assert b"migrating" in run(many, "--check", "-j1", ".", FORCE_COLOR="1").stderr
     assert b"migrating" not in run(many, "--check", "-j1", ".", FORCE_COLOR="1", CI="true").stderr
     assert b"migrating" not in run(many, "--check", "-j1", "--no-progress", ".", FORCE_COLOR="1").stderr
+
+
+@pytest.mark.parametrize(
+    ("headers", "justify", "rows"),
+    [
+        (("scanned", "to rewrite", "unchanged", "skipped", "failed", "findings"), ["right"] * 6, [["1554", "29", "1525", "0", "0", "24"]]),
+        (("rule", "severity", "findings"), ("left", "left", "right"), [["moe-output-tuple", "error", "23"], ["x", "warning", "1"]]),
+        (("site", "routing", "max error", "tolerance", "status"), ("left", "left", "right", "right", "left"),
+         [["deepseek_v2.py:290", "sigmoid top-8/64, +shared", "1.2e-06", "1.0e-04", "passed"], ["a.py:1", "softmax top-2/8", "-", "-", "error"]]),
+    ],
+)
+def test_the_plain_table_is_rich_s_text(headers, justify, rows) -> None:
+    from rich import box
+    from rich.table import Table
+
+    from moe_migrate.terminal import plain_table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name, how in zip(headers, justify):
+        table.add_column(name, justify=how)
+    for row in rows:
+        table.add_row(*row)
+    console = captured(terminal=False)
+    console.print(table)
+    assert plain_table(headers, justify, rows) + "\n" == text_of(console)
+
+
+SMOKE = {
+    "device": "cpu",
+    "backend": "triton-interpreter",
+    "skipped_reason": None,
+    "summary": {"passed": 1, "error": 1},
+    "cases": [
+        {"path": "m/deepseek_v2.py", "line": 290, "status": "passed", "max_error": 1.2e-6, "tolerance": 1e-4,
+         "config": {"num_experts": 64, "top_k": 6, "scoring_func": "softmax", "shared_experts": {}}},
+        {"path": "m/llama4.py", "line": 12, "status": "error", "config": None},
+    ],
+}
+
+
+def test_off_a_terminal_the_report_is_the_same_text_without_rich(plan) -> None:
+    from moe_migrate.terminal import PlainConsole
+
+    rich_console, plain = captured(terminal=False), PlainConsole(StringIO())
+    for console in (rich_console, plain):
+        Terminal(console=console).outcomes(plan, "check")
+        Terminal(console=console).summary(plan, "check", SMOKE)
+    assert plain.file.getvalue() == text_of(rich_console)  # type: ignore[attr-defined]

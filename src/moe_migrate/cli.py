@@ -192,6 +192,8 @@ def exit_code(plan: "Plan", mode: str) -> ExitCode:
 
 def _write(plan: "Plan", terminal: "Terminal") -> "Plan":
     """Write the Plan; on Ctrl-C/SIGTERM, finish the file in flight, say what was written, exit."""
+    if not plan.edits:
+        return plan  # the usual pre-commit run: nothing to write, nothing more to import
     from dataclasses import replace
 
     from moe_migrate.codemod.write import write_plan
