@@ -36,7 +36,10 @@ from typing import Iterator
 
 import libcst as cst
 from libcst.helpers import get_full_name_for_node
-from libcst.metadata import MetadataWrapper, Scope
+from libcst.metadata import MetadataWrapper
+
+from moe_migrate.codemod.scopes import Scope
+from moe_migrate.codemod.walk import children
 
 from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.rule import Rule
@@ -137,11 +140,10 @@ class Uses:
     duplicate_rows: list[tuple[cst.CSTNode, cst.CSTNode]] = field(default_factory=list)
 
 
-class _Ancestry(cst.CSTVisitor):
+class _Ancestry:
     """One walk: the parents of the wanted nodes, the classes defined, dotted-name strings."""
 
     def __init__(self, wanted: set[int]) -> None:
-        super().__init__()
         self.wanted = wanted
         self.stack: list[cst.CSTNode] = []
         #: id -> (node, its parents, outermost first) for the wanted nodes.
@@ -149,7 +151,7 @@ class _Ancestry(cst.CSTVisitor):
         self.classes: dict[str, cst.ClassDef] = {}
         self.names_removed = False
 
-    def on_visit(self, node: cst.CSTNode) -> bool:
+    def walk(self, node: cst.CSTNode) -> None:
         if id(node) in self.wanted:
             self.found[id(node)] = (node, tuple(self.stack))
         if isinstance(node, cst.ClassDef):
@@ -158,9 +160,8 @@ class _Ancestry(cst.CSTVisitor):
             text = string_value(node)
             self.names_removed = self.names_removed or bool(text and names_removed(text))
         self.stack.append(node)
-        return True
-
-    def on_leave(self, original_node: cst.CSTNode) -> None:
+        for child in children(node):
+            self.walk(child)
         self.stack.pop()
 
 
@@ -180,7 +181,7 @@ def find_uses(
     wanted = {id(ref) for b in bindings for ref in b.references}
     wanted |= analysis.fused_refs | {id(b.statement) for b in analysis.classes} | set(local_classes)
     walk = _Ancestry(wanted)
-    wrapper.module.visit(walk)
+    walk.walk(wrapper.module)
     found = walk.found
 
     # Every expression that is the class (`SharedFusedMoE`, `fm.SharedFusedMoE`, `m.SharedFusedMoE`)

@@ -2,7 +2,7 @@
 
 Shared by the SharedFusedMoE rules: one analysis per file (``Rule.shared``), so the import rule
 and the reference rule always agree on what each binding becomes. Names are matched by what
-they are bound to (the import that binds them, resolved through LibCST's scope analysis), never
+they are bound to (the import that binds them, resolved by :mod:`codemod.scopes`), never
 by spelling. The analysis also decides which bindings are *held* (``Analysis.held``): where a
 use of the class is left for a human (``_uses``), the renames leave the file's bindings, their
 imports and every reference as they were.
@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Callable
 
 import libcst as cst
 from libcst.helpers import get_full_name_for_node
-from libcst.metadata import Assignment, ImportAssignment, MetadataWrapper, Scope, ScopeProvider
+from libcst.metadata import MetadataWrapper
 
+from moe_migrate.codemod import scopes as scope_analysis
 from moe_migrate.codemod.context import FileContext
+from moe_migrate.codemod.scopes import Assignment, ImportAssignment, Scope
 
 if TYPE_CHECKING:
     from moe_migrate.rules._uses import Uses
@@ -189,7 +191,7 @@ def _free_alias(scopes: list[Scope]) -> str:
 def analyse(wrapper: MetadataWrapper, file: FileContext) -> Analysis:
     """Find the bindings of vLLM's removed class and decide what each one becomes."""
     analysis = Analysis()
-    scopes = [s for s in dict.fromkeys(wrapper.resolve(ScopeProvider).values()) if s is not None]
+    scopes = scope_analysis.analyse(wrapper).scopes
     own: list[cst.CSTNode] = []  # what binds `SharedFusedMoE` to something not vLLM's
     for scope in scopes:
         for assignment in scope.assignments:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import libcst as cst
-from libcst.metadata import Scope, ScopeProvider
+from moe_migrate.codemod import scopes
+from moe_migrate.codemod.scopes import Scope
 
 from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.rule import Flagged, Rewrite, Rule, Unchanged
@@ -210,8 +211,8 @@ class MoeClassNameCheck(Rule):
                 fix=f"Split it: `{HELPER}(x) or type(x).__name__ in (...)` for the other names.",
             )
             return
-        # Scope analysis is costly: resolved only in files that have a check to rewrite.
-        scope = self.wrapper.resolve(ScopeProvider).get(node)
+        # Scopes are analysed only in files that have a check to rewrite.
+        scope = self.shared(scopes.analyse).get(node)
         if scope is not None:
             self._scopes.append(scope)
         self._pending.append((node, subject, negated))
