@@ -11,17 +11,15 @@ Rules are handed to the engine as classes; the engine makes a fresh instance per
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import ast
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, ClassVar, TypeVar, Union
 
 import libcst as cst
-from libcst.metadata import PositionProvider
+from libcst.metadata import MetadataWrapper, PositionProvider
 
 from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.outcomes import Finding, Severity
-
-if TYPE_CHECKING:
-    from libcst.metadata import MetadataWrapper
 
 T = TypeVar("T")
 Edit = Callable[[cst.CSTNode], Union[cst.CSTNode, cst.RemovalSentinel, cst.FlattenSentinel]]
@@ -76,24 +74,79 @@ class FileState:
     wrapper: "MetadataWrapper"
     #: id(node) -> (node, [(rule id, edit), ...]); the node is kept so its id stays valid.
     edits: dict[int, tuple[cst.CSTNode, list[tuple[str, Edit]]]] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
+    #: (node, finding without its position): positions are resolved once the walk is done.
+    flagged: list[tuple[cst.CSTNode, Finding]] = field(default_factory=list)
     memo: dict[Callable[..., object], object] = field(default_factory=dict)
     #: ``from M import name [as asname]`` the edits need; added after the edits are applied.
     imports: list[tuple[str, str, str | None]] = field(default_factory=list)
+    #: The text LibCST parsed (the file, or a slice of it).
+    text: bytes = b""
     #: Maps a line of the parsed text to the file's line, when LibCST parsed a slice of it.
     lines: Callable[[int], int] | None = None
-    _positions: object = None
+    #: id(node) -> its parent, for every node of the module (filled by the rules' traversal).
+    parents: dict[int, cst.CSTNode] = field(default_factory=dict)
+    _positions: dict[int, object] = field(default_factory=dict)
+    _starts: dict[int, int] | None = None
+
+    @property
+    def findings(self) -> list[Finding]:
+        """The findings, each placed at its node (call once the walk is done)."""
+        out = []
+        for node, finding in self.flagged:
+            line, column, end_line, end_column = self.position(node)
+            out.append(replace(finding, line=line, column=column, end_line=end_line, end_column=end_column))
+        return out
 
     def position(self, node: cst.CSTNode) -> tuple[int, int, int, int]:
-        """1-based (line, column, end_line, end_column) of ``node``, computed on first use."""
-        if self._positions is None:
-            # Positions cost a full code-generation pass; only files with findings pay for it.
-            self._positions = self.wrapper.resolve(PositionProvider)
-        r = self._positions[node]  # type: ignore[index]
-        line, end_line = r.start.line, r.end.line
+        """1-based (line, column, end_line, end_column) of ``node`` in the file.
+
+        Positions cost a code-generation pass, so only the top-level statement around the
+        node is generated (the module's first lines come from Python's parser); a node outside
+        any statement falls back to the whole module.
+        """
+        top, offset = self._statement_of(node)
+        key = id(top)
+        if key not in self._positions:
+            module = self.wrapper.module
+            if top is module:
+                alone = module
+            else:
+                alone = module.with_changes(body=(top,), header=(), footer=())
+            self._positions[key] = MetadataWrapper(alone, unsafe_skip_copy=True).resolve(PositionProvider)
+        r = self._positions[key][node]  # type: ignore[index]
+        line, end_line = r.start.line + offset, r.end.line + offset
         if self.lines is not None:
             line, end_line = self.lines(line), self.lines(end_line)
         return (line, r.start.column + 1, end_line, r.end.column + 1)
+
+    def _statement_of(self, node: cst.CSTNode) -> tuple[cst.CSTNode, int]:
+        """The top-level statement holding ``node``, and what to add to a line of it printed
+        alone to get its line in the parsed text; the module itself (and 0) if there is none."""
+        module = self.wrapper.module
+        top, parent = node, self.parents.get(id(node))
+        while parent is not None and parent is not module:
+            top, parent = parent, self.parents.get(id(parent))
+        starts = self._statement_starts()
+        if parent is None or id(top) not in starts:
+            return module, 0
+        return top, starts[id(top)] - (1 + len(getattr(top, "leading_lines", ())))
+
+    def _statement_starts(self) -> dict[int, int]:
+        """id(top-level statement) -> its first line (decorators included), from ``ast``."""
+        if self._starts is None:
+            self._starts = {}
+            try:
+                body = iter(ast.parse(self.text).body)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                return self._starts
+            for statement in self.wrapper.module.body:
+                count = len(statement.body) if isinstance(statement, cst.SimpleStatementLine) else 1
+                first = [next(body, None) for _ in range(count)][0]
+                if first is None:
+                    break
+                decorators = getattr(first, "decorator_list", ())
+                self._starts[id(statement)] = min([first.lineno, *(d.lineno for d in decorators)])
+        return self._starts
 
 
 _VISITOR_NAMES: dict[type, tuple[str, ...]] = {}
@@ -189,18 +242,20 @@ class Rule(cst.BatchableCSTVisitor):
         severity: Severity | None = None,
     ) -> None:
         """Report ``node`` for a human; the code is not changed by this."""
-        line, column, end_line, end_column = self._state.position(node)
-        self._state.findings.append(
-            Finding(
-                path=self.file.path,
-                line=line,
-                column=column,
-                end_line=end_line,
-                end_column=end_column,
-                rule=self.ID,
-                severity=severity or self.SEVERITY,
-                message=message,
-                fix=fix,
+        self._state.flagged.append(
+            (
+                node,
+                Finding(
+                    path=self.file.path,
+                    line=0,
+                    column=0,
+                    end_line=0,
+                    end_column=0,
+                    rule=self.ID,
+                    severity=severity or self.SEVERITY,
+                    message=message,
+                    fix=fix,
+                ),
             )
         )
 

@@ -17,6 +17,7 @@ from moe_migrate.codemod.imports import add_from_import
 from moe_migrate.codemod.outcomes import Changed, Failed, FileOutcome, Finding, Unchanged
 from moe_migrate.codemod.rule import FileState, Rule
 from moe_migrate.codemod.slicing import Focus
+from moe_migrate.codemod.walk import visit_batched
 
 
 def _comments(lines: Sequence[cst.EmptyLine]) -> tuple[cst.EmptyLine, ...]:
@@ -33,6 +34,11 @@ class _ApplyEdits(cst.CSTTransformer):
         self.applied: set[str] = set()
         #: id(original statement) -> the comment lines above it, for statements a rule removed.
         self._removed: dict[int, tuple[cst.EmptyLine, ...]] = {}
+        #: ids of the nodes above an edit: only those are entered (None: every node).
+        self._above: set[int] | None = _above(state.edits, state.parents)
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        return self._above is None or id(node) in self._above
 
     def on_leave(self, original_node, updated_node):  # type: ignore[no-untyped-def]
         if self._removed and isinstance(updated_node, (cst.Module, cst.IndentedBlock)):
@@ -72,6 +78,22 @@ class _ApplyEdits(cst.CSTTransformer):
         if not any(removed) or (not carried and body == list(updated.body)):
             return updated
         return updated.with_changes(body=body, footer=(*carried, *updated.footer))
+
+
+def _above(edits: dict[int, object], parents: dict[int, cst.CSTNode]) -> set[int] | None:
+    """The ids of every node that has an edited node below it; None if one cannot be placed."""
+    above: set[int] = set()
+    for key in edits:
+        if key not in parents:
+            return None
+        node = parents[key]
+        while id(node) not in above:
+            above.add(id(node))
+            parent = parents.get(id(node))
+            if parent is None:
+                break
+            node = parent
+    return above
 
 
 #: What CPython says when brackets nest deeper than it allows (200). LibCST's native parser is
@@ -312,7 +334,7 @@ def migrate_source(
     parsed = _parse(source, path, checked)
     if isinstance(parsed, Failed):
         return parsed
-    result = _apply_rules(parsed, active, context, None)
+    result = _apply_rules(parsed, source, active, context, None)
     if not isinstance(result, tuple):
         return result
     after, applied, findings = result
@@ -332,7 +354,7 @@ def _migrate_slice(
         parsed = cst.parse_module(part.text)
     except Exception:  # noqa: BLE001 - the whole file gets the real diagnosis
         return None
-    result = _apply_rules(parsed, rules, context, part)
+    result = _apply_rules(parsed, part.text, rules, context, part)
     if isinstance(result, Failed):
         return None  # the whole file gives the authoritative report
     if isinstance(result, Unchanged):
@@ -349,15 +371,15 @@ def _migrate_slice(
 
 
 def _apply_rules(
-    parsed: cst.Module, rules: Sequence[type[Rule]], context: FileContext, part: slicing.Slice | None
+    parsed: cst.Module, text: bytes, rules: Sequence[type[Rule]], context: FileContext, part: slicing.Slice | None
 ) -> tuple[bytes, tuple[str, ...], tuple[Finding, ...]] | Unchanged | Failed:
     """(printed module after the edits, rules applied, findings), or ``Unchanged`` with the
     findings when no rule scheduled an edit, or why the rules failed."""
     path = context.path
     try:
         wrapper = MetadataWrapper(parsed, unsafe_skip_copy=True)
-        state = FileState(context=context, wrapper=wrapper, lines=part.line if part else None)
-        wrapper.visit_batched([rule(state) for rule in rules])
+        state = FileState(context=context, wrapper=wrapper, text=text, lines=part.line if part else None)
+        state.parents = visit_batched(parsed, [rule(state) for rule in rules])
         findings = tuple(sorted(state.findings))
         if not state.edits:
             return Unchanged(path, findings)
