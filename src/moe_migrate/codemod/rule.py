@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, ClassVar, TypeVar, Union
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterator, Sequence, TypeVar, Union
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
@@ -100,53 +100,68 @@ class FileState:
     def position(self, node: cst.CSTNode) -> tuple[int, int, int, int]:
         """1-based (line, column, end_line, end_column) of ``node`` in the file.
 
-        Positions cost a code-generation pass, so only the top-level statement around the
-        node is generated (the module's first lines come from Python's parser); a node outside
-        any statement falls back to the whole module.
+        Positions cost a code-generation pass, so only the statement around the node is
+        generated (a top-level statement, or one member of a top-level class, printed with
+        its class header): Python's parser says on which line that statement starts. A node
+        outside any statement falls back to the whole module.
         """
-        top, offset = self._statement_of(node)
-        key = id(top)
+        printed, statement, line = self._around(node)
+        key = id(statement)
         if key not in self._positions:
-            module = self.wrapper.module
-            if top is module:
-                alone = module
-            else:
-                alone = module.with_changes(body=(top,), header=(), footer=())
-            self._positions[key] = MetadataWrapper(alone, unsafe_skip_copy=True).resolve(PositionProvider)
-        r = self._positions[key][node]  # type: ignore[index]
-        line, end_line = r.start.line + offset, r.end.line + offset
+            self._positions[key] = MetadataWrapper(printed, unsafe_skip_copy=True).resolve(PositionProvider)
+        positions = self._positions[key]
+        offset = line - positions[statement].start.line if line else 0  # type: ignore[index]
+        r = positions[node]  # type: ignore[index]
+        start, end = r.start.line + offset, r.end.line + offset
         if self.lines is not None:
-            line, end_line = self.lines(line), self.lines(end_line)
-        return (line, r.start.column + 1, end_line, r.end.column + 1)
+            start, end = self.lines(start), self.lines(end)
+        return (start, r.start.column + 1, end, r.end.column + 1)
 
-    def _statement_of(self, node: cst.CSTNode) -> tuple[cst.CSTNode, int]:
-        """The top-level statement holding ``node``, and what to add to a line of it printed
-        alone to get its line in the parsed text; the module itself (and 0) if there is none."""
+    def _around(self, node: cst.CSTNode) -> tuple[cst.Module, cst.CSTNode, int]:
+        """(module to print, the statement holding ``node`` in it, that statement's line in
+        the parsed text); the whole module with line 0 where no statement holds the node."""
         module = self.wrapper.module
-        top, parent = node, self.parents.get(id(node))
-        while parent is not None and parent is not module:
-            top, parent = parent, self.parents.get(id(parent))
-        starts = self._statement_starts()
-        if parent is None or id(top) not in starts:
-            return module, 0
-        return top, starts[id(top)] - (1 + len(getattr(top, "leading_lines", ())))
+        chain = [node]
+        while chain[-1] is not module and id(chain[-1]) in self.parents:
+            chain.append(self.parents[id(chain[-1])])
+        lines = self._statement_lines()
+        if chain[-1] is not module or len(chain) < 2 or id(chain[-2]) not in lines:
+            return module, module, 0
+        top = chain[-2]
+        alone = module.with_changes(body=(top,), header=(), footer=())
+        if isinstance(top, cst.ClassDef) and len(chain) >= 5 and chain[-3] is top.body:
+            member = chain[-4]
+            if id(member) in lines:
+                body = top.body.with_changes(body=(member,))
+                return alone.with_changes(body=(top.with_changes(body=body),)), member, lines[id(member)]
+        return alone, top, lines[id(top)]
 
-    def _statement_starts(self) -> dict[int, int]:
-        """id(top-level statement) -> its first line (decorators included), from ``ast``."""
+    def _statement_lines(self) -> dict[int, int]:
+        """id(statement) -> the line its first token is on (after decorators), from Python's
+        parser, for the top-level statements and the members of top-level classes."""
         if self._starts is None:
             self._starts = {}
             try:
-                body = iter(ast.parse(self.text).body)
+                tree = ast.parse(self.text)
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 return self._starts
-            for statement in self.wrapper.module.body:
-                count = len(statement.body) if isinstance(statement, cst.SimpleStatementLine) else 1
-                first = [next(body, None) for _ in range(count)][0]
-                if first is None:
-                    break
-                decorators = getattr(first, "decorator_list", ())
-                self._starts[id(statement)] = min([first.lineno, *(d.lineno for d in decorators)])
+            for statement, first in _pair(self.wrapper.module.body, tree.body):
+                self._starts[id(statement)] = first.lineno
+                if isinstance(statement, cst.ClassDef) and isinstance(first, ast.ClassDef):
+                    if isinstance(statement.body, cst.IndentedBlock):
+                        for member, ast_member in _pair(statement.body.body, first.body):
+                            self._starts[id(member)] = ast_member.lineno
         return self._starts
+
+
+def _pair(body: Sequence[cst.BaseStatement], statements: list[ast.stmt]) -> Iterator[tuple[cst.CSTNode, ast.stmt]]:
+    """Each LibCST statement with the first ``ast`` statement it holds (``a; b`` is one line)."""
+    index = 0
+    for statement in body:
+        if index >= len(statements):
+            return
+        yield statement, statements[index]
+        index += len(statement.body) if isinstance(statement, cst.SimpleStatementLine) else 1
 
 
 _VISITOR_NAMES: dict[type, tuple[str, ...]] = {}
