@@ -246,3 +246,23 @@ def test_migration_properties(module: Module, all_rules) -> None:
 def test_nothing_applies_nothing_changes(module: Module, all_rules) -> None:
     outcome = migrate_source(module.source, all_rules, CONTEXT)
     assert isinstance(outcome, Unchanged), outcome
+
+
+@settings(max_examples=settings().max_examples * 2)
+@given(module=modules())
+@example(module=FOUND[4])
+def test_slicing_gives_the_whole_file_s_outcome(module: Module, all_rules) -> None:
+    """Sliced as finely as the rules allow (even where most lines are kept), the outcome is
+    byte for byte the one the whole file gives: lines, markers, CRLF, tabs and all."""
+    from moe_migrate import rules
+    from moe_migrate.codemod import slicing
+
+    focus = rules.focus(list(rules.RULE_IDS))
+    whole = migrate_source(module.source, all_rules, CONTEXT)
+    limit, slicing.MAX_KEPT = slicing.MAX_KEPT, 1.01
+    try:
+        sliced = migrate_source(module.source, all_rules, CONTEXT, focus)
+    finally:
+        slicing.MAX_KEPT = limit
+    event("sliced" if slicing.plan(module.source, ast.parse(module.source), focus) else "not sliced")
+    assert sliced == whole

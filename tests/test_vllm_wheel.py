@@ -134,3 +134,68 @@ def test_second_run_changes_nothing(migrated) -> None:
     again = moe_migrate("--check", "--output-format", "json", str(tree))
     report = json.loads(again.stdout)
     assert [f for f in report["files"] if f["status"] != "unchanged"] == []
+
+
+# Speed must not change results (issue 7) ---------------------------------------------------
+
+
+def _candidates(root: Path, words: tuple[bytes, ...]) -> list[Path]:
+    return [p for p in sorted(root.rglob("*.py")) if any(w in p.read_bytes() for w in words)]
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    """The sources outside the repository (discovery skips what git ignores, as .cache is)."""
+    tree = tmp_path_factory.mktemp("pristine") / "vllm"
+    shutil.copytree(_sources() / "vllm", tree)
+    return tree
+
+
+def test_the_prefilter_changes_nothing_on_vllm(pristine: Path) -> None:
+    """Every file parsed (no byte prefilter) gives the same edits, findings and failures."""
+    from moe_migrate import rules
+    from moe_migrate.codemod.run import build_plan
+
+    tree = pristine
+    ids = list(rules.RULE_IDS)
+    fast = build_plan([tree], ids)
+    full = build_plan([tree], ids, prefilter=False)
+    assert len(full.outcomes) == full.scanned > 1500 > len(fast.outcomes)
+    assert fast.edits == full.edits
+    assert fast.findings == full.findings
+    assert fast.failures == full.failures
+
+
+def test_slicing_changes_nothing_on_vllm() -> None:
+    """Each file with a trigger, sliced and whole: the same outcome, byte for byte."""
+    from moe_migrate import rules
+    from moe_migrate.codemod.context import FileContext
+    from moe_migrate.codemod.discover import module_name
+    from moe_migrate.codemod.transform import migrate_source
+
+    root = _sources()
+    ids = list(rules.RULE_IDS)
+    loaded, focus = [rules.load(r) for r in ids], rules.focus(ids)
+    files = _candidates(root / "vllm", focus.words)
+    assert len(files) > 30
+    for path in files:
+        module, is_package = module_name(path)
+        context = FileContext(path.relative_to(root).as_posix(), module, is_package)
+        source = path.read_bytes()
+        assert migrate_source(source, loaded, context, focus) == migrate_source(source, loaded, context), path
+
+
+def test_scopes_walk_and_positions_agree_with_libcst_on_vllm() -> None:
+    """codemod.scopes and codemod.walk against LibCST's own, on the files the rules read."""
+    import time
+
+    import libcst as cst
+    from test_scopes import _compare
+    from test_walk import test_the_walk_and_the_positions_agree_with_libcst as _walk
+
+    started = time.perf_counter()
+    for path in _candidates(_sources() / "vllm", (b"SharedFusedMoE", b"FusedMoE'", b'FusedMoE"')):
+        source = path.read_bytes()
+        _compare(source.decode("utf-8"))
+        _walk(path, source, cst.parse_module(source))
+    print(f"compared in {time.perf_counter() - started:.1f} s")

@@ -182,6 +182,9 @@ def _run(
         _init_worker(rule_ids, slicing)
         yield from (_migrate(c) for c in candidates)
         return
+    # Loaded here, before the fork: the workers inherit LibCST and the rules instead of each
+    # importing them, and the tree-level steps need them here afterwards anyway.
+    _init_worker(rule_ids, slicing)
     # Largest files first so one big file does not finish alone at the end.
     ordered = sorted(candidates, key=lambda c: len(c.source), reverse=True)
     # A worker that dies (a segfault, the OOM killer) costs only its own file (codemod.pool).

@@ -456,19 +456,9 @@ class _Walker:
                     break
             by_scope[(access.scope, name)].add(access)
         for (scope, name), accesses in by_scope.items():
-            for assignment in _resolve(scope, name):
+            for assignment in scope[name]:
                 assignment._record(accesses)
         self.deferred = []
-
-
-def _resolve(scope: Scope, name: str) -> list[Assignment]:
-    """The assignments an access of ``name`` in ``scope`` may read."""
-    if name in scope._overwrites:
-        return _resolve(scope._overwrites[name], name)
-    if scope._assignments.get(name):
-        return scope._assignments[name]
-    parent = scope._visible_parent()
-    return parent[name] if parent is not None else []
 
 
 def _dotted(node: cst.CSTNode) -> Iterator[str]:

@@ -149,8 +149,6 @@ def _split_class(chunk: _Chunk) -> None:
         return  # `class A: x = 1`
     chunk.header = _Chunk(chunk.start, body_start, [], owner=node)
     chunk.members = list(_chunks(node.body, body_start, chunk.stop))
-    if chunk.members and not chunk.members[-1].statements:
-        chunk.members[-1].start = chunk.members[-1].stop  # nothing after the last member
 
 
 def _leaves(chunks: Iterable[_Chunk]) -> Iterator[_Chunk]:

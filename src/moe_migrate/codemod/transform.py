@@ -21,8 +21,11 @@ from moe_migrate.codemod.walk import visit_batched
 
 
 def _comments(lines: Sequence[cst.EmptyLine]) -> tuple[cst.EmptyLine, ...]:
-    """The lines above a statement worth keeping when it goes: all of them, if any is a comment."""
-    return tuple(lines) if any(line.comment is not None for line in lines) else ()
+    """The lines above a statement worth keeping when it goes: all of them, if any is a
+    comment. A slice's marker (:mod:`codemod.slicing`) always stays and is not a comment."""
+    marker = slicing.MARKER.decode()
+    real = any(line.comment is not None and line.comment.value != marker for line in lines)
+    return tuple(line for line in lines if real or (line.comment is not None and line.comment.value == marker))
 
 
 class _ApplyEdits(cst.CSTTransformer):
