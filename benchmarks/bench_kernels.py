@@ -50,7 +50,9 @@ SHAPES = (
     Shape("DeepSeek-V3-like", experts=256, top_k=8, hidden=7168, inter=2048),
 )
 
-SWEEP = (
+# Sweep candidates besides the chosen config and its variant with(out) TMA: small tiles up
+# to 64 rows per expert, large ones above.
+SMALL_TILES = (
     launch.GemmConfig(16, 32, 256, 1, num_warps=4, num_stages=4),
     launch.GemmConfig(16, 64, 128, 1, num_warps=4, num_stages=4),
     launch.GemmConfig(16, 64, 256, 1, num_warps=4, num_stages=3),
@@ -59,20 +61,37 @@ SWEEP = (
     launch.GemmConfig(32, 64, 128, 1, num_warps=4, num_stages=4),
     launch.GemmConfig(32, 128, 64, 4, num_warps=4, num_stages=4),
     launch.GemmConfig(64, 64, 64, 8, num_warps=4, num_stages=4),
-    launch.GemmConfig(64, 128, 64, 8, num_warps=4, num_stages=4),
-    launch.GemmConfig(64, 256, 64, 8, num_warps=8, num_stages=3),
-    launch.GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4),
-    launch.GemmConfig(128, 256, 64, 8, num_warps=8, num_stages=3),
-    launch.GemmConfig(128, 128, 128, 8, num_warps=8, num_stages=3),
-    launch.GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True),
-    launch.GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=3, SPLIT_TAIL=True),
-    launch.GemmConfig(128, 128, 64, 16, num_warps=8, num_stages=4, SPLIT_TAIL=True),
-    launch.GemmConfig(128, 256, 64, 8, num_warps=8, num_stages=3, SPLIT_TAIL=True),
-    launch.GemmConfig(128, 256, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True),
-    launch.GemmConfig(128, 256, 64, 16, num_warps=8, num_stages=3, SPLIT_TAIL=True),
-    launch.GemmConfig(256, 128, 64, 8, num_warps=8, num_stages=3, SPLIT_TAIL=True),
-    launch.GemmConfig(128, 128, 128, 8, num_warps=8, num_stages=3, SPLIT_TAIL=True),
 )
+LARGE_TILES = {
+    "gate_up": (
+        launch.GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4),
+        launch.GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4, USE_TMA=True),
+        launch.GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True),
+        launch.GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True,
+                          USE_TMA=True),
+        launch.GemmConfig(128, 128, 64, 16, num_warps=8, num_stages=4, SPLIT_TAIL=True,
+                          USE_TMA=True),
+        launch.GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=3, SPLIT_TAIL=True,
+                          USE_TMA=True),
+    ),
+    "down": (
+        launch.GemmConfig(128, 256, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True),
+        launch.GemmConfig(128, 256, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True,
+                          USE_TMA=True),
+        launch.GemmConfig(128, 256, 64, 8, num_warps=8, num_stages=4, USE_TMA=True,
+                          PERSISTENT=1),
+        launch.GemmConfig(128, 256, 64, 4, num_warps=8, num_stages=4, USE_TMA=True,
+                          PERSISTENT=1),
+    ),
+}
+
+
+def candidates(gemm: str, config: launch.GemmConfig, rows_per_expert: float):
+    """The configs --sweep times for one GEMM: the chosen one, it with(out) TMA, and
+    SMALL_TILES or (more than 64 rows per expert) LARGE_TILES."""
+    found = [config, dataclasses.replace(config, USE_TMA=not config.USE_TMA)]
+    found += LARGE_TILES[gemm] if rows_per_expert > 64 else SMALL_TILES
+    return list(dict.fromkeys(found))
 
 
 # --------------------------------------------------------------------------------------
@@ -205,42 +224,51 @@ def check(case: Case) -> float:
 
 
 def sweep(case: Case, timer: Timer) -> list[str]:
+    """Time each GEMM alone under every candidate config."""
     groups = launch.group_tokens(case.topk_ids, case.shape.experts)
     act = reference.resolve_activation("silu")
-    h = launch.grouped_gate_up(case.x, case.w13, groups, case.topk_weights, case.shape.top_k,
+    top_k, experts = case.shape.top_k, case.shape.experts
+    h = launch.grouped_gate_up(case.x, case.w13, groups, case.topk_weights, top_k,
                                activation=act)
     stages = {
         "gate_up": lambda: launch.grouped_gate_up(case.x, case.w13, groups, case.topk_weights,
-                                                  case.shape.top_k, activation=act),
+                                                  top_k, activation=act),
         "down": lambda: launch.grouped_down(h, case.w2, groups, case.topk_weights),
     }
     rows = []
     original = launch.pick_config
+    num_slots = case.tokens * top_k
     for stage, fn in stages.items():
-        t_default = timer(fn, reps=10)
+        chosen = original(stage, num_slots, experts)
         results = []
         try:
-            for config in SWEEP:
+            for config in candidates(stage, chosen, num_slots / experts):
                 launch.pick_config = lambda *_, c=config: c
                 try:
                     results.append((timer(fn, reps=10), config))
                 except Exception as error:  # out of resources for this shape: skip it
                     print(f"  {stage} {_short(config)}: {type(error).__name__}", file=sys.stderr)
+                else:
+                    print(f"  {stage} {results[-1][0]:.1f} {_short(config)}", file=sys.stderr,
+                          flush=True)
         finally:
             launch.pick_config = original
         best = sorted(results, key=lambda r: r[0])[:3]
+        t_chosen = next((t for t, c in results if c == chosen), None)
         rows.append(
             f"| {case.shape.name} | {case.tokens} | {stage} | "
-            + " ; ".join(f"{t:.1f} us {_short(c)}" for t, c in best)
-            + f" | {t_default:.1f} |"
+            + " ; ".join(f"{t:.1f} {_short(c)}" for t, c in best)
+            + f" | {_fmt(t_chosen)} |"
         )
         print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
 
 def _short(c: launch.GemmConfig) -> str:
+    flags = [name for name, on in (("split", c.SPLIT_TAIL), ("tma", c.USE_TMA),
+                                   (f"persistent{c.PERSISTENT}", c.PERSISTENT)) if on]
     return (f"M{c.BLOCK_SIZE_M} N{c.BLOCK_SIZE_N} K{c.BLOCK_SIZE_K} G{c.GROUP_SIZE_M} "
-            f"w{c.num_warps} s{c.num_stages}" + (" split" if c.SPLIT_TAIL else ""))
+            f"w{c.num_warps} s{c.num_stages}" + "".join(" " + f for f in flags))
 
 
 # --------------------------------------------------------------------------------------
@@ -293,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(breakdown))
     if sweeps:
-        print("\n| shape | tokens | GEMM | best three configs | default config (us) |")
+        print("\n| shape | tokens | GEMM | best three configs (us) | chosen config (us) |")
         print("|---|---:|---|---|---:|")
         print("\n".join(sweeps))
     return 0

@@ -6,6 +6,8 @@ it on), in float32. Tests marked ``gpu`` run the compiled kernels in bfloat16.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -36,6 +38,9 @@ SHAPES = [
 
 ACTIVATIONS = ["silu", "gelu", "relu2", "swigluoai", "swiglustep",
                "silu_no_mul", "gelu_no_mul", "relu2_no_mul"]
+
+# Where the kernels run here: CPU tensors under the interpreter, else CUDA.
+KERNEL_DEVICE = "cpu" if launch.interpreted() else "cuda"
 
 interpreter_only = pytest.mark.skipif(
     not launch.interpreted(), reason="CPU kernels need TRITON_INTERPRET=1 (set by conftest)"
@@ -141,13 +146,34 @@ def test_int64_ids_and_strided_hidden_states():
 
 @pytest.mark.parametrize("tokens, hidden, inter, experts, top_k", SHAPES)
 def test_group_tokens_is_a_stable_sort_by_expert(tokens, hidden, inter, experts, top_k):
-    ids = make_case(tokens, hidden, inter, experts, top_k)["topk_ids"]
+    ids = make_case(tokens, hidden, inter, experts, top_k, device=KERNEL_DEVICE)["topk_ids"]
     got = launch.group_tokens(ids, experts)
     want = reference.group_tokens(ids, experts)
     assert got.sorted_slots.tolist() == want.sorted_slots.tolist()
     assert got.expert_offsets.tolist() == want.expert_offsets.tolist()
     assert got.expert_offsets.dtype == torch.int32
     assert got.expert_offsets[-1].item() == tokens * top_k
+
+
+# Many chunks of slots (64 here; the counts of earlier chunks offset later ones, and over 32
+# chunks take two steps to add up), a number of experts that is no power of two, int64 ids,
+# and experts left without slots.
+@pytest.mark.parametrize("tokens, experts, top_k, id_dtype", [
+    (90, 200, 8, torch.int64),
+    (400, 64, 6, torch.int32),
+    (150, 3, 2, torch.int32),
+    (70, 256, 1, torch.int64),
+])
+def test_group_tokens_across_chunks(tokens, experts, top_k, id_dtype, monkeypatch):
+    monkeypatch.setattr(launch, "GROUP_BLOCK_SIZE", 64)
+    gen = torch.Generator().manual_seed(SEED)
+    # Skewed routing: experts with many, few and no slots.
+    logits = torch.randn(tokens, experts, generator=gen) * torch.linspace(0, 4, experts)
+    ids = torch.topk(logits, top_k, dim=-1).indices.to(device=KERNEL_DEVICE, dtype=id_dtype)
+    got = launch.group_tokens(ids, experts)
+    want = reference.group_tokens(ids.cpu(), experts)
+    assert got.sorted_slots.tolist() == want.sorted_slots.tolist()
+    assert got.expert_offsets.tolist() == want.expert_offsets.tolist()
 
 
 @interpreter_only
@@ -179,6 +205,72 @@ def test_combine_topk(tokens, top_k, hidden):
     y = torch.randn(tokens * top_k, hidden)
     torch.testing.assert_close(launch.combine_topk(y, top_k),
                                reference.combine_topk(y, top_k), **FP32_TOL)
+
+
+# --------------------------------------------------------------------------------------
+# Every launch option, under the interpreter
+# --------------------------------------------------------------------------------------
+
+# Each code path of the GEMM kernels: pointer or descriptor (TMA) loads, one tile per program
+# or PERSISTENT loops over tiles, all tiles at full height or tails at half height.
+VARIANTS = [
+    dict(USE_TMA=False, PERSISTENT=0, SPLIT_TAIL=False),
+    dict(USE_TMA=False, PERSISTENT=1, SPLIT_TAIL=True),
+    dict(USE_TMA=True, PERSISTENT=0, SPLIT_TAIL=True),
+    dict(USE_TMA=True, PERSISTENT=1, SPLIT_TAIL=False),
+    dict(USE_TMA=True, PERSISTENT=2, SPLIT_TAIL=True),
+]
+
+
+def _variant_id(flags):
+    return "-".join(f"{name.lower()}{'' if on is True else on}"
+                    for name, on in flags.items() if on) or "plain"
+
+
+def force_config(monkeypatch, config):
+    monkeypatch.setattr(launch, "pick_config", lambda *_: config)
+
+
+@interpreter_only
+@pytest.mark.parametrize("flags", VARIANTS, ids=_variant_id)
+@pytest.mark.parametrize("tokens, hidden, inter, experts, top_k", [
+    pytest.param(40, 96, 40, 4, 2, id="aligned"),    # h rows of 160 bytes: descriptors
+    pytest.param(9, 48, 33, 4, 4, id="unaligned"),   # h rows of 132 bytes: pointers for h
+    pytest.param(3, 64, 32, 16, 3, id="idle-experts"),
+])
+def test_launch_options(flags, tokens, hidden, inter, experts, top_k, monkeypatch):
+    force_config(monkeypatch, dataclasses.replace(launch.INTERPRETER_CONFIG, **flags))
+    for activation in ("silu", "swigluoai"):  # halves of w13, then interleaved (no TMA)
+        case = make_case(tokens, hidden, inter, experts, top_k, activation=activation,
+                         bias=True)
+        out, ref = run_both(case)
+        torch.testing.assert_close(out, ref, **FP32_TOL)
+
+
+@interpreter_only
+@pytest.mark.parametrize("flags", VARIANTS, ids=_variant_id)
+def test_tiles_at_every_tail_length(flags, monkeypatch):
+    # Experts of 0 rows, of a tail of 1, of exactly half a tile (8 rows: a half-height tail),
+    # of half a tile plus one (a full-height one), of whole tiles, of whole tiles plus a tail.
+    config = dataclasses.replace(launch.INTERPRETER_CONFIG, **flags)
+    force_config(monkeypatch, config)
+    rows = [0, 1, 8, 9, 16, 17, 24, 25, 40]
+    assert config.BLOCK_SIZE_M == 16
+    case = make_case(sum(rows), 48, 40, len(rows), 1, bias=True)
+    ids = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(rows))
+    case["topk_ids"] = ids[torch.randperm(len(ids), generator=torch.Generator().manual_seed(1))]
+    case["topk_ids"] = case["topk_ids"][:, None].to(torch.int32)
+    out, ref = run_both(case)
+    torch.testing.assert_close(out, ref, **FP32_TOL)
+
+
+def test_descriptors_only_where_the_copy_engine_can_read():
+    assert launch._descriptor(torch.randn(8, 40, 48), [2, 64, 64]) is not None
+    assert launch._descriptor(torch.randn(6, 40), [16, 32]) is not None  # rows of 160 bytes
+    assert launch._descriptor(torch.randn(6, 33), [16, 32]) is None  # rows of 132 bytes
+    assert launch._descriptor(torch.randn(6, 41)[:, 1:], [16, 32]) is None  # base off 16
+    assert launch._descriptor(torch.randn(40, 6).T, [16, 32]) is None  # columns strided
+    assert launch._descriptor(torch.randn(0, 40), [16, 32]) is None
 
 
 # --------------------------------------------------------------------------------------
@@ -234,6 +326,25 @@ GPU_SHAPES = [
 def test_gpu_bf16_matches_reference(tokens, hidden, inter, experts, top_k, activation):
     case = make_case(tokens, hidden, inter, experts, top_k, activation=activation,
                      bias=activation == "swigluoai", dtype=torch.bfloat16, device="cuda")
+    out, ref = run_both(case)
+    torch.testing.assert_close(out, ref, **BF16_TOL)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("flags", VARIANTS, ids=_variant_id)
+@pytest.mark.parametrize("tokens, hidden, inter, experts, top_k", [
+    pytest.param(257, 2048, 1408, 64, 6, id="v2-lite-257"),
+    pytest.param(2000, 1024, 512, 16, 4, id="many-rows-per-expert"),
+    pytest.param(33, 1000, 333, 8, 8, id="awkward-topk-equals-experts"),
+])
+def test_gpu_launch_options(flags, tokens, hidden, inter, experts, top_k, monkeypatch):
+    for gemm in ("gate_up", "down"):
+        config = launch.GPU_CONFIGS[gemm][-1][1]  # the large tiles
+        monkeypatch.setitem(launch.GPU_CONFIGS, gemm,
+                            ((float("inf"), dataclasses.replace(config, **flags)),))
+    case = make_case(tokens, hidden, inter, experts, top_k, dtype=torch.bfloat16,
+                     device="cuda")
     out, ref = run_both(case)
     torch.testing.assert_close(out, ref, **BF16_TOL)
 

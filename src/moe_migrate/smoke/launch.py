@@ -15,13 +15,21 @@ Nothing in this file syncs the device, so ``fused_experts`` can be captured in a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
 import triton
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .kernels import activation as codes
-from .kernels import moe_combine_kernel, moe_down_kernel, moe_gate_up_kernel
+from .kernels import (
+    moe_combine_kernel,
+    moe_count_kernel,
+    moe_down_kernel,
+    moe_gate_up_kernel,
+    moe_scatter_kernel,
+)
 from .reference import Activation, ExpertGroups, resolve_activation
 
 _ACTIVATION_CODES = {
@@ -46,36 +54,61 @@ class GemmConfig:
     # Run an expert's last tile at BLOCK_SIZE_M / 2 rows when it has that few: with a few
     # hundred rows per expert, a full-height tail multiplies ~15% padding rows.
     SPLIT_TAIL: bool = False
+    # Read the weights (and, in the down GEMM, h) through tensor descriptors (TMA) where
+    # their layout allows it (16-byte aligned rows, gate and up as the two halves of w13).
+    USE_TMA: bool = False
+    # Launch this many programs per SM (0: one program per tile), each looping over tiles;
+    # without SPLIT_TAIL the K loops of consecutive tiles are flattened into one pipeline.
+    PERSISTENT: int = 0
 
-    def launch_kwargs(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
+    def launch_kwargs(self) -> dict[str, int | bool]:
+        """The kernel's meta-parameters; USE_TMA the launcher resolves."""
+        kwargs = dataclasses.asdict(self)
+        del kwargs["USE_TMA"]
+        kwargs["PERSISTENT"] = self.PERSISTENT > 0
+        return kwargs
 
 
 # Compiled kernels: per GEMM, by the most rows an expert is expected to get (S / E). Small
 # tiles while streaming the weights bounds the time; large ones once the experts are busy
-# enough for the tensor cores to matter. The gate/up kernel keeps two accumulators (gate and
-# up), so its N tile stays at 128. SPLIT_TAIL pays off for gate/up only with a few hundred
-# rows per expert (V2-Lite at 4096 tokens, 384 rows: 590 -> 576 us) and costs 6% at 128 rows
-# (V3 at 4096 tokens); for down it pays off at both (341 -> 298 us, 3297 -> 3073 us).
-# Chosen from `bench_kernels.py --sweep` on an H100 (benchmarks/RESULTS.md).
+# enough for the tensor cores to matter. The gate/up kernel multiplies the gate and up
+# columns in one product of twice BLOCK_SIZE_N, so its N tile stays at 128. Chosen from
+# `bench_kernels.py --sweep` on an H100 (benchmarks/RESULTS.md), 4096 tokens, GEMM alone:
+# - gate/up at 384 rows per expert (V2-Lite): SPLIT_TAIL and TMA, 536 us (558 with neither,
+#   551 with SPLIT_TAIL, 546 with TMA). At 128 rows (V3) both with 3 stages: 6409 us (4
+#   stages: 6582 with neither, 6715 with TMA, 6920 with both). PERSISTENT costs 10% or more
+#   at both sizes.
+# - down at 128 rows (V3): SPLIT_TAIL and TMA, 3052 us (3913 PERSISTENT). At 384 rows
+#   (V2-Lite): PERSISTENT with TMA and no SPLIT_TAIL, whose K loops the compiler can then
+#   flatten, 269 us (GROUP_SIZE_M 4; 273 with 8), against 294 for SPLIT_TAIL and TMA.
 GPU_CONFIGS: dict[str, tuple[tuple[float, GemmConfig], ...]] = {
     "gate_up": (
         (16, GemmConfig(16, 64, 128, 1, num_warps=4, num_stages=4)),
         (64, GemmConfig(32, 64, 128, 1, num_warps=4, num_stages=4)),
-        (256, GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4)),
-        (math.inf, GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True)),
+        (256, GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=3, SPLIT_TAIL=True,
+                         USE_TMA=True)),
+        (math.inf, GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True,
+                              USE_TMA=True)),
     ),
     "down": (
         (16, GemmConfig(16, 64, 128, 1, num_warps=4, num_stages=4)),
         (64, GemmConfig(32, 64, 128, 1, num_warps=4, num_stages=4)),
-        (math.inf, GemmConfig(128, 256, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True)),
+        (256, GemmConfig(128, 256, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True,
+                         USE_TMA=True)),
+        (math.inf, GemmConfig(128, 256, 64, 4, num_warps=8, num_stages=4, USE_TMA=True,
+                              PERSISTENT=1)),
     ),
 }
 
 # Under the interpreter every program runs in Python: few tiles keep the tests fast, while
 # sizes such as 33 or 48 (and 96 for a second K step) still leave partial tiles to mask.
-INTERPRETER_CONFIG = GemmConfig(16, 64, 64, 4, num_warps=1, num_stages=1, SPLIT_TAIL=True)
+INTERPRETER_CONFIG = GemmConfig(16, 64, 64, 4, num_warps=1, num_stages=1, SPLIT_TAIL=True,
+                                USE_TMA=True, PERSISTENT=1)
 COMBINE_BLOCK_SIZE_N = 1024
+# Programs of a PERSISTENT launch under the interpreter: few, so that each loops over tiles.
+INTERPRETER_PROGRAMS = 3
+# Slots per program of the grouping kernels (each sorts its chunk of keys).
+GROUP_BLOCK_SIZE = 1024
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -182,20 +215,31 @@ def check_inputs(
 
 
 def group_tokens(topk_ids: torch.Tensor, num_experts: int) -> ExpertGroups:
-    """topk_ids [T, k] -> ExpertGroups: a stable sort by expert, offsets by binary search.
+    """topk_ids [T, k] -> ExpertGroups: a stable counting sort by expert, in two launches.
 
-    Up to 256 experts the sort keys are uint8: one radix pass instead of four (int32) or
-    eight (int64).
+    sorted_slots and expert_offsets are int32. kernels/group.py has the algorithm.
     """
     flat = topk_ids.reshape(-1)
-    keys = flat.to(torch.uint8) if num_experts <= 256 else flat
-    sorted_ids, order = torch.sort(keys, stable=True)
-    starts = torch.searchsorted(
-        sorted_ids, torch.arange(num_experts, dtype=keys.dtype, device=keys.device),
-        out_int32=True,
+    num_slots = flat.numel()
+    sorted_slots = flat.new_empty(num_slots, dtype=torch.int32)
+    if num_slots == 0:
+        return ExpertGroups(sorted_slots, flat.new_zeros(num_experts + 1, dtype=torch.int32))
+    offsets = flat.new_empty(num_experts + 1, dtype=torch.int32)  # the scatter writes all
+
+    block = min(max(triton.next_power_of_2(num_slots), 16), GROUP_BLOCK_SIZE)
+    experts_pow2 = max(triton.next_power_of_2(num_experts), 16)
+    num_chunks = triton.cdiv(num_slots, block)
+    counts = flat.new_empty((num_chunks, experts_pow2), dtype=torch.int32)
+    moe_count_kernel[(num_chunks,)](
+        flat, counts, num_slots, BLOCK_SIZE=block, EXPERTS_POW2=experts_pow2,
     )
-    offsets = torch.cat([starts, starts.new_full((1,), flat.numel())])
-    return ExpertGroups(order, offsets)
+    moe_scatter_kernel[(num_chunks,)](
+        flat, counts, sorted_slots, offsets,
+        num_slots, num_experts, num_chunks,
+        BLOCK_SIZE=block, EXPERTS_POW2=experts_pow2,
+        CHUNKS_PER_STEP=min(triton.next_power_of_2(num_chunks), 32),
+    )
+    return ExpertGroups(sorted_slots, offsets)
 
 
 def grouped_gate_up(
@@ -218,14 +262,19 @@ def grouped_gate_up(
         return h
 
     config = pick_config("gate_up", num_slots, num_experts)
-    num_pid_m = _row_tiles_bound(num_slots, num_experts, config.BLOCK_SIZE_M)
-    grid = (num_pid_m * triton.cdiv(inter, config.BLOCK_SIZE_N),)
+    grid = _grid(config, num_slots, num_experts, inter, hidden_states.device)
     gate_step, up_offset = (2, 1) if activation.interleaved else (1, inter)
     bias = w13_bias if w13_bias is not None else w13  # never read without HAS_BIAS
+    w13_desc = None
+    if config.USE_TMA and not activation.interleaved and w13.is_contiguous():
+        # [E * planes, I, H]: a gated expert's gate rows, then its up rows.
+        planes = 2 if activation.gated else 1
+        w13_desc = _descriptor(w13.view(-1, inter, w13.shape[2]),
+                               [planes, config.BLOCK_SIZE_N, config.BLOCK_SIZE_K])
     moe_gate_up_kernel[grid](
-        hidden_states, w13, bias, _flat_weights(topk_weights),
+        hidden_states, w13, w13_desc, bias, _flat_weights(topk_weights),
         groups.sorted_slots, groups.expert_offsets, h,
-        inter, hidden_states.shape[1], num_experts, top_k, num_pid_m,
+        inter, hidden_states.shape[1], num_experts, top_k,
         gate_step, up_offset,
         hidden_states.stride(0), hidden_states.stride(1),
         w13.stride(0), w13.stride(1), w13.stride(2),
@@ -233,6 +282,7 @@ def grouped_gate_up(
         h.stride(0), h.stride(1),
         EXPERTS_POW2=triton.next_power_of_2(num_experts),
         EVEN_K=hidden_states.shape[1] % config.BLOCK_SIZE_K == 0,
+        USE_TMA=w13_desc is not None,
         IS_GATED=activation.gated,
         ACTIVATION=_ACTIVATION_CODES[activation.name.removesuffix("_no_mul")],
         HAS_BIAS=w13_bias is not None,
@@ -260,19 +310,27 @@ def grouped_down(
         return y
 
     config = pick_config("down", num_slots, num_experts)
-    num_pid_m = _row_tiles_bound(num_slots, num_experts, config.BLOCK_SIZE_M)
-    grid = (num_pid_m * triton.cdiv(hidden, config.BLOCK_SIZE_N),)
+    grid = _grid(config, num_slots, num_experts, hidden, h.device)
     bias = w2_bias if w2_bias is not None else w2  # never read without HAS_BIAS
+    descriptors = (None, None, None)
+    if config.USE_TMA and w2.is_contiguous():
+        block_m, block_k = config.BLOCK_SIZE_M, config.BLOCK_SIZE_K
+        tail_m = block_m // 2 if config.SPLIT_TAIL else block_m
+        found = (_descriptor(h, [block_m, block_k]), _descriptor(h, [tail_m, block_k]),
+                 _descriptor(w2.view(-1, inter), [config.BLOCK_SIZE_N, block_k]))
+        descriptors = found if None not in found else descriptors
+    h_desc, h_tail_desc, w2_desc = descriptors
     moe_down_kernel[grid](
-        h, w2, bias, _flat_weights(topk_weights),
+        h, h_desc, h_tail_desc, w2, w2_desc, bias, _flat_weights(topk_weights),
         groups.sorted_slots, groups.expert_offsets, y,
-        hidden, inter, num_experts, num_pid_m,
+        hidden, inter, num_experts,
         h.stride(0), h.stride(1),
         w2.stride(0), w2.stride(1), w2.stride(2),
         bias.stride(0), bias.stride(1),
         y.stride(0), y.stride(1),
         EXPERTS_POW2=triton.next_power_of_2(num_experts),
         EVEN_K=inter % config.BLOCK_SIZE_K == 0,
+        USE_TMA=h_desc is not None,
         HAS_BIAS=w2_bias is not None,
         MUL_ROUTED_WEIGHT=mul_routed_weight,
         DOT_PRECISION=_dot_precision(h.dtype),
@@ -304,9 +362,36 @@ def combine_topk(y: torch.Tensor, top_k: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------
 
 
-def _row_tiles_bound(num_slots: int, num_experts: int, block_m: int) -> int:
+def _grid(config: GemmConfig, num_slots: int, num_experts: int, width: int,
+          device: torch.device) -> tuple[int]:
+    """Programs for a grouped GEMM of output width ``width``: one per tile that there can be
+    (programs past the last tile do nothing), or at most PERSISTENT per SM."""
     # Each non-empty expert wastes less than one tile: sum cdiv(n_e, M) <= cdiv(S, M) + min(E, S).
-    return triton.cdiv(num_slots, block_m) + min(num_experts, num_slots)
+    row_tiles = triton.cdiv(num_slots, config.BLOCK_SIZE_M) + min(num_experts, num_slots)
+    tiles = row_tiles * triton.cdiv(width, config.BLOCK_SIZE_N)
+    if config.PERSISTENT:
+        return (min(tiles, config.PERSISTENT * _num_sms(device)),)
+    return (tiles,)
+
+
+@functools.cache
+def _num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return INTERPRETER_PROGRAMS
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _descriptor(t: torch.Tensor, block_shape: list[int]) -> TensorDescriptor | None:
+    """A tensor descriptor of t in tiles of block_shape, or None where the copy engine cannot
+    read t: its last dimension contiguous, its base and other strides multiples of 16 bytes.
+    On the GPU only 16-bit types take this path (the one the tests check, in bf16)."""
+    if t.numel() == 0 or t.stride(-1) != 1 or t.data_ptr() % 16:
+        return None
+    if any(stride * t.element_size() % 16 for stride in t.stride()[:-1]):
+        return None
+    if t.is_cuda and t.element_size() != 2:
+        return None
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block_shape)
 
 
 def _flat_weights(topk_weights: torch.Tensor) -> torch.Tensor:
