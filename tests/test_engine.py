@@ -124,3 +124,30 @@ def test_prefilter_off_gives_the_same_plan(tmp_path) -> None:
     full = build_plan([FIXTURES / "vllm-mini"], ids, jobs=1, prefilter=False)
     assert fast.edits == full.edits
     assert fast.findings == full.findings
+
+
+def test_a_removed_block_keeps_the_comments_after_its_last_line(all_rules) -> None:
+    # LibCST gives the lines after a block's last statement, up to the last one indented like
+    # the block, to the block: removing the emptied `if` must not take the comments with it.
+    source = (
+        b"from typing import TYPE_CHECKING\n"
+        b"from vllm.model_executor.layers.fused_moe import FusedMoE, SharedFusedMoE\n"
+        b"if TYPE_CHECKING:\n"
+        b"    from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n"
+        b"    # the block's last comment\n"
+        b"\n"
+        b"# a comment after the block\n"
+        b"    \n"
+        b"x = 1\n"
+    )
+    outcome = migrate_source(source, all_rules, FileContext("m.py", "m"))
+    assert isinstance(outcome, Changed)
+    assert outcome.after == (
+        b"from typing import TYPE_CHECKING\n"
+        b"from vllm.model_executor.layers.fused_moe import FusedMoE\n"
+        b"    # the block's last comment\n"
+        b"\n"
+        b"# a comment after the block\n"
+        b"    \n"
+        b"x = 1\n"
+    )

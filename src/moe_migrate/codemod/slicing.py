@@ -97,10 +97,10 @@ def plan(source: bytes, tree: ast.Module, focus: Focus) -> Slice | None:
     if MARKER in source or not focus.words:
         return None
     lines = source.splitlines(True)
-    chunks = list(_chunks(tree.body, 0, len(lines)))
+    chunks = list(_chunks(tree.body, 0, len(lines), lines))
     if not chunks:
         return None
-    leaves = list(_leaves(chunks))
+    leaves = list(_leaves(chunks, lines))
     text = {id(c): b"".join(lines[c.start : c.stop]) for c in leaves}
     keep = _keep(chunks, lines, text, focus)
     runs = _runs(keep)
@@ -110,15 +110,17 @@ def plan(source: bytes, tree: ast.Module, focus: Focus) -> Slice | None:
     return _build(lines, runs)
 
 
-def _chunks(body: Sequence[ast.stmt], start: int, stop: int) -> Iterator[_Chunk]:
+def _chunks(body: Sequence[ast.stmt], start: int, stop: int, lines: list[bytes]) -> Iterator[_Chunk]:
     """Consecutive statements as chunks; statements sharing a line (``a; b``) are one chunk.
 
     The first chunk starts at ``start``; lines after the last statement (up to ``stop``) form
-    a chunk of their own, with no statements.
+    a chunk of their own, with no statements. A chunk ends where LibCST's statement ends,
+    which for a block is past the comments and blank lines indented deeper than the block's
+    own line (LibCST gives those to the block).
     """
     current: _Chunk | None = None
     for statement in body:
-        end = statement.end_lineno or statement.lineno
+        end = _end(statement, lines, stop)
         if current is not None and _first_line(statement) < current.stop:
             current.statements.append(statement)
             current.stop = max(current.stop, end)
@@ -134,13 +136,44 @@ def _chunks(body: Sequence[ast.stmt], start: int, stop: int) -> Iterator[_Chunk]
         yield _Chunk(start, stop, [])
 
 
+_BLANK_OR_COMMENT = re.compile(rb"[ \t\f]*(#.*)?\r?\n?\Z")
+
+
+def _end(statement: ast.stmt, lines: list[bytes], stop: int) -> int:
+    """The line after ``statement`` as LibCST sees it: a block also owns the blank and comment
+    lines after it, up to the last one that starts with the block's own indentation."""
+    end = statement.end_lineno or statement.lineno
+    last = _last_inner(statement)
+    if last is None:
+        return end
+    line = lines[last.lineno - 1]
+    indent = line[: len(line) - len(line.lstrip(b" \t\f"))]
+    if len(indent) != last.col_offset or not indent:
+        return end  # `else: pass` on one line: no indented block ends here
+    owned = index = end
+    while index < stop and _BLANK_OR_COMMENT.match(lines[index]):
+        if lines[index].startswith(indent):
+            owned = index + 1
+        index += 1
+    return owned
+
+
+def _last_inner(statement: ast.stmt) -> ast.stmt | None:
+    """The last statement of the last block of a compound statement (None for a simple one)."""
+    blocks = [getattr(statement, name, None) for name in ("body", "orelse", "finalbody")]
+    blocks += [handler.body for handler in getattr(statement, "handlers", ())]
+    blocks += [case.body for case in getattr(statement, "cases", ())]
+    inner = [s for block in blocks if isinstance(block, list) for s in block if isinstance(s, ast.stmt)]
+    return max(inner, key=lambda s: (s.end_lineno or s.lineno, s.lineno), default=None)
+
+
 def _first_line(statement: ast.stmt) -> int:
     """0-based first line of ``statement``, its decorators included."""
     decorators = getattr(statement, "decorator_list", ())
     return min([statement.lineno, *(d.lineno for d in decorators)]) - 1
 
 
-def _split_class(chunk: _Chunk) -> None:
+def _split_class(chunk: _Chunk, lines: list[bytes]) -> None:
     """Give a class chunk a header and member chunks, when its body starts on a line of its own."""
     (node,) = chunk.statements
     assert isinstance(node, ast.ClassDef)
@@ -148,10 +181,10 @@ def _split_class(chunk: _Chunk) -> None:
     if body_start <= _first_line(node):
         return  # `class A: x = 1`
     chunk.header = _Chunk(chunk.start, body_start, [], owner=node)
-    chunk.members = list(_chunks(node.body, body_start, chunk.stop))
+    chunk.members = list(_chunks(node.body, body_start, chunk.stop, lines))
 
 
-def _leaves(chunks: Iterable[_Chunk]) -> Iterator[_Chunk]:
+def _leaves(chunks: Iterable[_Chunk], lines: list[bytes]) -> Iterator[_Chunk]:
     """Every chunk that is kept or left out whole: members and headers of split classes.
 
     The first chunk is never split: it holds the file's first lines (a coding declaration).
@@ -159,7 +192,7 @@ def _leaves(chunks: Iterable[_Chunk]) -> Iterator[_Chunk]:
     for index, chunk in enumerate(chunks):
         single = len(chunk.statements) == 1 and isinstance(chunk.statements[0], ast.ClassDef)
         if index and single and chunk.members is None:
-            _split_class(chunk)
+            _split_class(chunk, lines)
         if chunk.members is not None and chunk.header is not None:
             yield chunk.header
             yield from chunk.members
@@ -207,7 +240,16 @@ def _kept_of(
     if pattern.search(text[id(chunk.header)]):
         return [chunk.header, *chunk.members]  # the class itself is named in its header: all of it
     members = [m for m in chunk.members if pattern.search(text[id(m)]) or names.bound_in(m, text)]
-    return [chunk.header, *members] if members else []
+    if not members:
+        return []
+    wanted = {id(m) for m in members}
+    left_out = [m for m in chunk.members if id(m) not in wanted and m.statements]
+    if left_out:
+        # One member no rule touches stays too: were the rules to remove every kept member,
+        # LibCST would print `pass` in the emptied body, which the whole file does not need.
+        wanted.add(id(min(left_out, key=lambda m: m.stop - m.start)))
+        members = [m for m in chunk.members if id(m) in wanted]
+    return [chunk.header, *members]
 
 
 def _imports(chunk: _Chunk) -> bool:

@@ -21,11 +21,16 @@ from moe_migrate.codemod.walk import visit_batched
 
 
 def _comments(lines: Sequence[cst.EmptyLine]) -> tuple[cst.EmptyLine, ...]:
-    """The lines above a statement worth keeping when it goes: all of them, if any is a
-    comment. A slice's marker (:mod:`codemod.slicing`) always stays and is not a comment."""
+    """The lines above a statement worth keeping when it goes: all of them, if any is a comment.
+
+    In a slice (:mod:`codemod.slicing`), a marker and the lines above it are not the
+    statement's: they stand for, or belong to, lines the whole file gives to another
+    statement, so they always stay.
+    """
     marker = slicing.MARKER.decode()
-    real = any(line.comment is not None and line.comment.value != marker for line in lines)
-    return tuple(line for line in lines if real or (line.comment is not None and line.comment.value == marker))
+    last = max((i for i, line in enumerate(lines) if line.comment is not None and line.comment.value == marker), default=-1)
+    theirs, own = tuple(lines[: last + 1]), tuple(lines[last + 1 :])
+    return theirs + (own if any(line.comment is not None for line in own) else ())
 
 
 class _ApplyEdits(cst.CSTTransformer):
@@ -33,6 +38,7 @@ class _ApplyEdits(cst.CSTTransformer):
 
     def __init__(self, state: FileState) -> None:
         super().__init__()
+        self._state = state
         self._edits = state.edits
         self.applied: set[str] = set()
         #: id(original statement) -> the comment lines above it, for statements a rule removed.
@@ -60,8 +66,18 @@ class _ApplyEdits(cst.CSTTransformer):
             if isinstance(updated_node, (cst.RemovalSentinel, cst.FlattenSentinel)):
                 break
         if isinstance(updated_node, cst.RemovalSentinel) and isinstance(original_node, cst.BaseStatement):
-            self._removed[id(original_node)] = _comments(above)
+            footer = _footer(original_node, self._indent_of(original_node), self._state.wrapper.module.default_indent)
+            self._removed[id(original_node)] = _comments(above) + _comments(footer)
         return updated_node
+
+    def _indent_of(self, node: cst.CSTNode) -> str:
+        """The indentation of the block ``node`` is in."""
+        indents, parent = [], self._state.parents.get(id(node))
+        while parent is not None:
+            if isinstance(parent, cst.IndentedBlock):
+                indents.append(parent.indent if parent.indent is not None else self._state.wrapper.module.default_indent)
+            parent = self._state.parents.get(id(parent))
+        return "".join(reversed(indents))
 
     def _keep_comments(self, original, updated):  # type: ignore[no-untyped-def]
         """Move the comments above removed statements onto the next statement kept (or the
@@ -97,6 +113,38 @@ def _above(edits: dict[int, object], parents: dict[int, cst.CSTNode]) -> set[int
                 break
             node = parent
     return above
+
+
+def _footer(statement: cst.CSTNode, indent: str, default_indent: str) -> tuple[cst.EmptyLine, ...]:
+    """The lines LibCST gives the blocks that end ``statement`` (comments after the last line
+    of an ``if`` body, say), innermost first, written out so they print the same anywhere."""
+    block = _last_block(statement)
+    if block is None:
+        return ()
+    inner = indent + (block.indent if block.indent is not None else default_indent)
+    lines = _footer(block.body[-1], inner, default_indent) if block.body else ()
+    return lines + tuple(
+        line.with_changes(indent=False, whitespace=cst.SimpleWhitespace(inner + line.whitespace.value))
+        if line.indent
+        else line
+        for line in block.footer
+    )
+
+
+def _last_block(statement: cst.CSTNode) -> cst.IndentedBlock | None:
+    """The indented block a compound statement ends with (its ``else``/``finally``...)."""
+    last: cst.CSTNode | None = None
+    for name in ("body", "handlers", "orelse", "finalbody", "cases"):
+        value = getattr(statement, name, None)
+        if isinstance(value, (tuple, list)):
+            value = value[-1] if value else None
+        if isinstance(value, cst.If):  # elif: its own last block, at the same indentation
+            return _last_block(value)
+        if value is not None:
+            last = value
+    if isinstance(last, (cst.Else, cst.Finally, cst.ExceptHandler, cst.ExceptStarHandler, cst.MatchCase)):
+        last = last.body
+    return last if isinstance(last, cst.IndentedBlock) else None
 
 
 #: What CPython says when brackets nest deeper than it allows (200). LibCST's native parser is
