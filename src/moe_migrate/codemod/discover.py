@@ -201,6 +201,9 @@ def _root(paths: Sequence[Path]) -> Path:
 
 def relative(path: Path, root: Path) -> str:
     """POSIX path of ``path`` relative to ``root`` (``..`` where it lies outside)."""
+    text, prefix = str(path), str(root).rstrip(os.sep) + os.sep
+    if os.sep == "/" and text.startswith(prefix) and os.path.isabs(text) and "/.." not in text:
+        return text[len(prefix) :]  # the usual case, without relpath's normalising
     return Path(os.path.relpath(path, root)).as_posix()
 
 
@@ -237,21 +240,35 @@ def discover(paths: Sequence[Path], excludes: Sequence[str] = ()) -> Discovered:
         else:
             roots[Path(os.path.realpath(Path(os.path.abspath(path)).parent))] = None
             files = [path]
+        cwd = Path.cwd()
         for file in files:
             absolute = Path(os.path.abspath(file))
-            if excluded(relative(absolute, root), excludes) or excluded(
-                relative(absolute, Path.cwd()), excludes
+            if excludes and (
+                excluded(relative(absolute, root), excludes) or excluded(relative(absolute, cwd), excludes)
             ):
                 continue
             found[absolute] = None
     # One path per file: the file itself where it was found, else the first link to it.
     by_target: dict[Path, Path] = {}
+    real_directories: dict[str, str] = {}
     for absolute in sorted(found):
-        target = Path(os.path.realpath(absolute))
+        target = _real(absolute, real_directories)
         if target not in by_target or absolute == target:
             by_target[target] = absolute
     links = {path: target for target, path in by_target.items() if path != target}
     return Discovered(tuple(sorted(by_target.values())), root, tuple(roots), links)
+
+
+def _real(path: Path, directories: dict[str, str]) -> Path:
+    """``os.path.realpath(path)``, resolving each directory once (a tree has far fewer
+    directories than files) and the file itself only where it is a link."""
+    head, name = os.path.split(str(path))
+    real = directories.get(head)
+    if real is None:
+        real = directories[head] = os.path.realpath(head)
+    if os.path.islink(path):
+        return Path(os.path.realpath(path))
+    return Path(os.path.join(real, name))
 
 
 @lru_cache(maxsize=None)
