@@ -151,3 +151,13 @@ def test_a_removed_block_keeps_the_comments_after_its_last_line(all_rules) -> No
         b"    \n"
         b"x = 1\n"
     )
+
+
+def test_the_collector_is_held_off_per_file_and_restored(tmp_path) -> None:
+    import gc
+
+    (tmp_path / "a.py").write_bytes(IMPORT + b"x = SharedFusedMoE\n")
+    assert gc.isenabled()
+    plan = build_plan([tmp_path], ["shared-fused-moe-import", "shared-fused-moe-reference"], jobs=1)
+    assert [o.status for o in plan.outcomes] == ["changed"]
+    assert gc.isenabled()

@@ -8,6 +8,7 @@ path, never by completion order.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,9 +90,22 @@ def _init_worker(rule_ids: Sequence[str], slicing: bool = True) -> None:
 
 
 def _migrate(candidate: Candidate) -> FileOutcome:
+    """One file, with Python's cyclic garbage collector held off until it is done.
+
+    LibCST allocates hundreds of thousands of small objects per file, and the collector's
+    young-generation passes over them were a fifth of the time; the few cycles a file leaves
+    are collected once, after it (without that, ten copies of the vLLM tree grow to 350 MB).
+    """
     from moe_migrate.codemod.transform import migrate_source
 
-    return migrate_source(candidate.source, _WORKER_RULES, candidate.context, _WORKER_FOCUS[0])  # type: ignore[arg-type]
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return migrate_source(candidate.source, _WORKER_RULES, candidate.context, _WORKER_FOCUS[0])  # type: ignore[arg-type]
+    finally:
+        if enabled:
+            gc.enable()
+        gc.collect(0)
 
 
 def build_plan(
