@@ -75,7 +75,14 @@ class Slice:
             out += part
             done = stop
         out += lines[done:]
-        return b"".join(out)
+        joined = b"".join(out)
+        if not source.endswith((b"\n", b"\r")):
+            # LibCST prints a file without a final newline without one, whichever line is last
+            # once the edits are made (a removed last statement leaves the line above it last).
+            for newline in (b"\r\n", b"\n", b"\r"):
+                if joined.endswith(newline):
+                    return joined[: -len(newline)]
+        return joined
 
 
 @dataclass
@@ -216,7 +223,9 @@ def _keep(
         pattern = re.compile(b"|".join(sorted(set().union(*found.values()))))
         kept: list[_Chunk] = []
         for index, chunk in enumerate(chunks):
-            kept += _kept_of(chunk, index == 0, text, pattern, names)
+            # The first lines (a coding declaration) and the lines after the last statement
+            # (which LibCST may not print back as written: then the whole file is parsed) stay.
+            kept += _kept_of(chunk, index == 0 or not chunk.statements, text, pattern, names)
         of_class = re.compile(b"|".join(sorted(found["class"])))
         of_base = re.compile(b"|".join(sorted(found["base"]))) if found["base"] else None
         new = False
@@ -231,11 +240,11 @@ def _keep(
 
 
 def _kept_of(
-    chunk: _Chunk, first: bool, text: dict[int, bytes], pattern: re.Pattern[bytes], names: "_Names"
+    chunk: _Chunk, always: bool, text: dict[int, bytes], pattern: re.Pattern[bytes], names: "_Names"
 ) -> list[_Chunk]:
     """The parts of one top-level chunk to keep (all of it, some members, or nothing)."""
     if chunk.members is None or chunk.header is None:
-        wanted = first or _imports(chunk) or pattern.search(text[id(chunk)]) or names.bound_in(chunk, text)
+        wanted = always or _imports(chunk) or pattern.search(text[id(chunk)]) or names.bound_in(chunk, text)
         return [chunk] if wanted else []
     if pattern.search(text[id(chunk.header)]):
         return [chunk.header, *chunk.members]  # the class itself is named in its header: all of it
