@@ -81,6 +81,8 @@ class FileState:
     imports: list[tuple[str, str, str | None]] = field(default_factory=list)
     #: The text LibCST parsed (the file, or a slice of it).
     text: bytes = b""
+    #: Python's parse of ``text``, where the engine has it already (the whole file).
+    syntax: ast.Module | None = None
     #: Maps a line of the parsed text to the file's line, when LibCST parsed a slice of it.
     lines: Callable[[int], int] | None = None
     #: id(node) -> its parent, for every node of the module (filled by the rules' traversal).
@@ -142,7 +144,7 @@ class FileState:
         if self._starts is None:
             self._starts = {}
             try:
-                tree = ast.parse(self.text)
+                tree = self.syntax or ast.parse(self.text)
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 return self._starts
             for statement, first in _pair(self.wrapper.module.body, tree.body):

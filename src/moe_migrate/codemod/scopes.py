@@ -145,8 +145,8 @@ class Scopes:
 
 def analyse(wrapper: "MetadataWrapper", file: "FileContext | None" = None) -> Scopes:
     """The scopes of ``wrapper.module`` (the signature of ``Rule.shared``, so rules share it)."""
-    walker = _Walker()
-    walker.module(wrapper.module)
+    walker = _Walker(wrapper.module)
+    walker.walk()
     walker.resolve()
     return Scopes(walker.scopes, walker.of_node)
 
@@ -166,10 +166,11 @@ class _Deferred:
 
 
 class _Walker:
-    def __init__(self) -> None:
-        self.scopes: list[Scope] = []
+    def __init__(self, module: cst.Module) -> None:
+        self.module_ = module
+        self.scope = Scope("module", module, None)
+        self.scopes: list[Scope] = [self.scope]
         self.of_node: dict[int, Scope] = {}
-        self.scope: Scope = Scope("module", cst.Module(body=()), None)
         self.deferred: list[_Deferred] = []
         self.chain: cst.Attribute | None = None
         self.annotation = 0  # inside an ``Annotation`` node
@@ -184,10 +185,8 @@ class _Walker:
         self.scope = scope
         return scope
 
-    def module(self, module: cst.Module) -> None:
-        self.scope = Scope("module", module, None)
-        self.scopes.append(self.scope)
-        for statement in module.body:
+    def walk(self) -> None:
+        for statement in self.module_.body:
             self.visit(statement)
 
     # The walk --------------------------------------------------------------------------------

@@ -422,14 +422,22 @@ def _migrate_slice(
 
 
 def _apply_rules(
-    parsed: cst.Module, text: bytes, rules: Sequence[type[Rule]], context: FileContext, part: slicing.Slice | None
+    parsed: cst.Module,
+    text: bytes,
+    rules: Sequence[type[Rule]],
+    context: FileContext,
+    part: slicing.Slice | None,
+    syntax: ast.Module | None = None,
 ) -> tuple[bytes, tuple[str, ...], tuple[Finding, ...]] | Unchanged | Failed:
     """(printed module after the edits, rules applied, findings), or ``Unchanged`` with the
-    findings when no rule scheduled an edit, or why the rules failed."""
+    findings when no rule scheduled an edit, or why the rules failed. ``syntax``: Python's
+    parse of ``text``, where it was made already."""
     path = context.path
     try:
         wrapper = MetadataWrapper(parsed, unsafe_skip_copy=True)
-        state = FileState(context=context, wrapper=wrapper, text=text, lines=part.line if part else None)
+        state = FileState(
+            context=context, wrapper=wrapper, text=text, syntax=syntax, lines=part.line if part else None
+        )
         state.parents = visit_batched(parsed, [rule(state) for rule in rules])
         findings = tuple(sorted(state.findings))
         if not state.edits:
