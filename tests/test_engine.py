@@ -161,3 +161,33 @@ def test_the_collector_is_held_off_per_file_and_restored(tmp_path) -> None:
     plan = build_plan([tmp_path], ["shared-fused-moe-import", "shared-fused-moe-reference"], jobs=1)
     assert [o.status for o in plan.outcomes] == ["changed"]
     assert gc.isenabled()
+
+
+class _Mixin:
+    def visit_Name(self, node: cst.Name) -> None:
+        pass
+
+
+class _Probe(_Mixin, Rule):
+    """A rule that defines two methods itself and inherits one. Why: tests. Fix safety: none."""
+
+    ID = "probe"
+
+    def visit_Call(self, node: cst.Call) -> None:
+        pass
+
+    def leave_Call(self, original_node: cst.Call) -> None:
+        pass
+
+
+def test_a_rule_hands_the_traversal_only_the_methods_it_defines(all_rules) -> None:
+    assert set(_Probe(None).get_visitors()) == {"visit_Call", "leave_Call", "visit_Name"}  # type: ignore[arg-type]
+    # The same as LibCST's own definition less its do-nothing stubs, for every bundled rule.
+    stubs = cst.BatchableCSTVisitor
+    for rule in all_rules:
+        expected = {
+            name
+            for name in dir(rule)
+            if name.startswith(("visit_", "leave_")) and getattr(rule, name) is not getattr(stubs, name, None)
+        }
+        assert set(rule(None).get_visitors()) == expected, rule.ID

@@ -205,11 +205,17 @@ class Rule(cst.BatchableCSTVisitor):
         kind = type(self)
         names = _VISITOR_NAMES.get(kind)
         if names is None:
-            stubs = cst.BatchableCSTVisitor
+            # The classes' own namespaces, not ``dir()``: that would sort the stubs too.
             names = _VISITOR_NAMES[kind] = tuple(
-                name
-                for name in dir(kind)
-                if name.startswith(("visit_", "leave_")) and getattr(kind, name) is not getattr(stubs, name, None)
+                sorted(
+                    {
+                        name
+                        for klass in kind.__mro__
+                        if not klass.__module__.startswith("libcst")
+                        for name in vars(klass)
+                        if name.startswith(("visit_", "leave_"))
+                    }
+                )
             )
         return {name: getattr(self, name) for name in names}
 
