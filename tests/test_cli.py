@@ -56,6 +56,17 @@ def test_stdout_carries_only_the_payload(tree) -> None:
     assert quiet.returncode == 1 and quiet.stdout == b"" and quiet.stderr == b""
 
 
+def test_everything_is_out_before_the_process_ends(tree) -> None:
+    # The entry point skips Python's teardown (os._exit): what it printed must all arrive,
+    # far more than a pipe holds, on both streams, and a report file must be complete.
+    root = tree(**{f"m{i:03}": USES + b"# " + b"x" * 2000 + b"\n" for i in range(300)})
+    result = moe_migrate("--diff", "--report", f"json={root / 'report.json'}", str(root))
+    assert result.returncode == 1
+    assert result.stdout.count(b"\n+++ b/m") == 300 and b"+++ b/m299.py" in result.stdout[-2500:]
+    assert result.stderr.count(b"would rewrite m") == 300 and b"300 to rewrite" in result.stderr
+    assert len(json.loads((root / "report.json").read_text())["files"]) == 300
+
+
 def test_json_report_shape(tree) -> None:
     root = tree(a=USES, b=FLAGGED, c=b"x = 1\n")
     result = moe_migrate("--check", "--output-format", "json", str(root))

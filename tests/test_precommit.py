@@ -142,10 +142,13 @@ def test_check_hook_fails_with_the_diff_and_writes_nothing(hook_config, tmp_path
 # What a hook run imports ---------------------------------------------------------------------
 
 _PROBE = """
-import json, runpy, sys
+import json, os, runpy, sys
 out = sys.argv[1]
 sys.argv = ["moe-migrate", *sys.argv[2:]]
 code = 0
+def leave(code):  # the entry point ends with os._exit: stay alive to look at what it imported
+    raise SystemExit(code)
+os._exit = leave
 try:
     runpy.run_module("moe_migrate", run_name="__main__")
 except SystemExit as exit:

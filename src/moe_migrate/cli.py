@@ -324,4 +324,25 @@ def _explain(rule_id: str, console: "Console") -> ExitCode:
 
 
 def main() -> None:
-    app(prog_name="moe-migrate")
+    """The console entry point: run, then end the process without tearing Python down.
+
+    By the time the command returns, every file it wrote is closed and its reports are
+    written; what remains of an orderly exit is freeing LibCST's modules and nodes object by
+    object, about 30 ms of a 350 ms pre-commit run. So once stdout and stderr are flushed, the
+    process leaves with ``os._exit``, and atexit handlers do not run. An exception other than
+    ``SystemExit`` still unwinds the normal way.
+    """
+    try:
+        app(prog_name="moe-migrate")
+        code: object = 0
+    except SystemExit as done:
+        code = done.code
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)  # what sys.exit("message") would have printed
+        code = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a reader that went away (`| head`): nothing left to tell it
+        pass
+    os._exit(code or 0)
