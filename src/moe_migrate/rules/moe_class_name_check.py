@@ -123,13 +123,15 @@ class MoeClassNameCheck(Rule):
     it removed `SharedFusedMoE`. A name check that still lists the removed class is dead
     code at best, and a check for `"FusedMoE"` alone misses subclasses.
 
-    Fix safety: safe for checks whose names are only `"FusedMoE"` and `"SharedFusedMoE"`
-    (`==`, `in` a literal tuple/list/set, either order, `or`-ed together, `type(x).__name__`
-    too); `!=`, `not in` and `not (...)` become `not is_moe_layer(x)`. `is_moe_layer` also
-    accepts subclasses of `FusedMoE`, which is what vLLM itself now does. A check that mixes
-    vLLM's names with others (`("FusedMoE", "AscendFusedMoE")`) is reported, not rewritten:
-    `is_moe_layer` would change its meaning. Other names (`"FusedMoEWithLoRA"`), substring
-    tests and f-strings are left alone. The import `from vllm.utils import is_moe_layer` is
+    Fix safety: safe for checks whose names are `"FusedMoE"` and `"SharedFusedMoE"`, or
+    `"FusedMoE"` alone (`==`, `in` a literal tuple/list/set, either order, `or`-ed together,
+    `type(x).__name__` too); `!=`, `not in` and `not (...)` become `not is_moe_layer(x)`.
+    `is_moe_layer` also accepts subclasses of `FusedMoE`, which is what vLLM itself now does.
+    Two kinds of check are reported, not rewritten, because `is_moe_layer` would change what
+    they match: one that mixes vLLM's names with others (`("FusedMoE", "AscendFusedMoE")`),
+    and one for `"SharedFusedMoE"` alone, which tells the layers with shared experts apart
+    from the others. Other names (`"FusedMoEWithLoRA"`), substring tests and f-strings are
+    left alone. The import `from vllm.utils import is_moe_layer` is
     merged with an existing one; where the file already binds `is_moe_layer` to something
     else, it is imported as `vllm_is_moe_layer`.
     """
@@ -150,7 +152,7 @@ class MoeClassNameCheck(Rule):
             "a negation, merged with an existing import",
         ),
         Rewrite(
-            "def f(is_moe_layer, m):\n    return m.__class__.__name__ == 'SharedFusedMoE'\n",
+            "def f(is_moe_layer, m):\n    return m.__class__.__name__ in {'SharedFusedMoE', 'FusedMoE'}\n",
             "from vllm.utils import is_moe_layer as vllm_is_moe_layer\n"
             "def f(is_moe_layer, m):\n    return vllm_is_moe_layer(m)\n",
             "a local is_moe_layer is not shadowed",
@@ -159,6 +161,19 @@ class MoeClassNameCheck(Rule):
             "ok = type(m).__name__ in ('FusedMoE', 'SharedFusedMoE', 'AscendFusedMoE')\n",
             lines=(1,),
             note="vLLM's names mixed with a plugin's",
+        ),
+        Flagged(
+            "if type(m).__name__ == 'SharedFusedMoE':\n"
+            "    counts['shared'] += 1\n"
+            "elif type(m).__name__ == 'FusedMoE':\n"
+            "    counts['plain'] += 1\n",
+            lines=(1,),
+            after="from vllm.utils import is_moe_layer\n"
+            "if type(m).__name__ == 'SharedFusedMoE':\n"
+            "    counts['shared'] += 1\n"
+            "elif is_moe_layer(m):\n"
+            "    counts['plain'] += 1\n",
+            note="the removed class told apart from FusedMoE (the FusedMoE test alone is rewritten)",
         ),
         Unchanged(
             "if module.__class__.__name__ == 'FusedMoEWithLoRA':\n    pass\n",
@@ -209,6 +224,16 @@ class MoeClassNameCheck(Rule):
                 f"This class-name check mixes vLLM's MoE layer with other classes ({others}); "
                 f"`{HELPER}(...)` would change what it matches.",
                 fix=f"Split it: `{HELPER}(x) or type(x).__name__ in (...)` for the other names.",
+            )
+            return
+        if names == {OLD_CLASS}:
+            self.flag(
+                node,
+                f"This class-name check tells the removed `{OLD_CLASS}` apart from other MoE "
+                f"layers; those layers are now `{NEW_CLASS}` built with `shared_experts=`, and "
+                f"`{HELPER}(...)` would match every MoE layer.",
+                fix=f"Test for what the branch needs: `{HELPER}(x)` for any MoE layer, or whether "
+                "the layer was given shared experts.",
             )
             return
         # Scopes are analysed only in files that have a check to rewrite.
