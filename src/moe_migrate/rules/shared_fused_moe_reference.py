@@ -48,6 +48,17 @@ def _is_commented_out_code(comment: str) -> bool:
     return bool(_CODE_LIKE.search(comment.lstrip("#")))
 
 
+# Prose about the pair the removed class returned ("Handle tuple return from SharedFusedMoE"):
+# said of FusedMoE, which returns one tensor, it would be false. It stays as written, next to
+# the code that moe-output-tuple reports.
+_ABOUT_THE_PAIR = re.compile(r"\b(?:tuple|pair)s?\b|\bshared_out\b", re.IGNORECASE)
+
+
+def _renamable(prose: str) -> bool:
+    """Prose that names the removed class and stays true with ``FusedMoE`` in its place."""
+    return bool(_WORD.search(prose)) and not _ABOUT_THE_PAIR.search(prose)
+
+
 class SharedFusedMoeReference(Rule):
     """Name vLLM's `FusedMoE` wherever code refers to `SharedFusedMoE`.
 
@@ -64,7 +75,8 @@ class SharedFusedMoeReference(Rule):
     handler; with different handlers the table is reported (this rule owns the finding) and
     left as it was. Comments and docstrings are updated so they stay true ("FusedMoE or
     SharedFusedMoE" becomes "FusedMoE") in files that use the class and everywhere in vLLM's
-    own tree; commented-out code, log strings, files that define their own `SharedFusedMoE`
+    own tree; commented-out code, prose about the pair it returned ("tuple", "pair",
+    `shared_out`), log strings, files that define their own `SharedFusedMoE`
     and files that test whether it exists are left as they are. A file where another rule
     leaves a use of the class for a human is left whole: no use in it is renamed, so no name
     is left undefined.
@@ -119,6 +131,11 @@ class SharedFusedMoeReference(Rule):
         Unchanged(
             _IMPORT_AFTER + "logger.info('SharedFusedMoE is gone')\n",
             "text in a log message",
+        ),
+        Rewrite(
+            _IMPORT + "# Handle the tuple SharedFusedMoE returns\nout = SharedFusedMoE(shared_experts=mlp)(x, r)\n",
+            _IMPORT_AFTER + "# Handle the tuple SharedFusedMoE returns\nout = FusedMoE(shared_experts=mlp)(x, r)\n",
+            "a comment about the pair it returned stays as written (renamed, it would be false)",
         ),
         Unchanged(
             "from vllm_ascend.ops import AscendSharedFusedMoE\nx = AscendSharedFusedMoE()\n",
@@ -262,7 +279,7 @@ class SharedFusedMoeReference(Rule):
     # -- prose -------------------------------------------------------------------------------
 
     def visit_Comment(self, node: cst.Comment) -> None:
-        if not self._prose or not _WORD.search(node.value) or _is_commented_out_code(node.value):
+        if not self._prose or not _renamable(node.value) or _is_commented_out_code(node.value):
             return
         self.replace(node, node.with_changes(value=rewrite_prose(node.value)))
 
@@ -282,7 +299,7 @@ class SharedFusedMoeReference(Rule):
         if not (isinstance(first, cst.Expr) and isinstance(first.value, cst.SimpleString)):
             return
         string = first.value
-        if _WORD.search(string.value):
+        if _renamable(string.value):
             self.replace(string, lambda updated: updated.with_changes(value=rewrite_prose(updated.value)))
 
 
