@@ -18,7 +18,8 @@ class SharedFusedMoeRegistry(ReportsUses):
     `CustomOp.register_oot(name="SharedFusedMoE")`, `{"SharedFusedMoE": MyLayer}` tables, lists
     of layer names, `@SharedFusedMoE.register_oot`. vLLM never builds a `SharedFusedMoE` once
     the class is gone, so such a replacement is silently never used; renamed to "FusedMoE",
-    the key would collide with the existing "FusedMoE" entry and silently replace it.
+    it would silently take the place of whatever is registered for "FusedMoE", which now
+    builds every MoE layer, with or without shared experts.
 
     Fix safety: report only. Strings are never rewritten; `@SharedFusedMoE.register_oot` is left
     as it was with the name's import and all its uses. Comparisons of a class name with a tuple
@@ -78,8 +79,8 @@ class SharedFusedMoeRegistry(ReportsUses):
                 node,
                 f'This registers a layer under the name "{OLD_CLASS}". vLLM no longer creates a '
                 f'layer by that name, so the replacement is silently never used; renamed to '
-                f'"{NEW_CLASS}", the key would collide with the existing "{NEW_CLASS}" entry and '
-                "silently replace it.",
+                f'"{NEW_CLASS}", it would silently take the place of whatever is registered for '
+                f'"{NEW_CLASS}", which now builds every MoE layer.',
                 fix=_FIX,
             )
 
@@ -124,7 +125,7 @@ class SharedFusedMoeRegistry(ReportsUses):
 
 
 _FIX = (
-    f'Fold this replacement into the one registered for "{NEW_CLASS}" (it now also receives '
-    "`shared_experts=`, so handle layers with and without shared experts), then remove this "
-    "registration."
+    f'Fold this replacement into your replacement for "{NEW_CLASS}" (register one if there is '
+    f"none): `{NEW_CLASS}` now also receives `shared_experts=`, so handle layers with and without "
+    "shared experts. Then remove this registration."
 )

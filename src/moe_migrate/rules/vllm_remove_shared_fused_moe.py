@@ -20,10 +20,10 @@ HELPER = "is_moe_layer"
 _HELPER_SOURCE = '''
 
 def is_moe_layer(module: {annotation}) -> bool:
-    """Whether ``module`` is vLLM's fused MoE layer: ``FusedMoE`` or a subclass of it.
+    """Whether ``module`` is vLLM's MoE layer: ``FusedMoE`` or a subclass of it.
 
-    Compares class names along the MRO rather than importing ``FusedMoE``, which would be a
-    circular import from here.
+    Compares class names along the MRO rather than importing ``FusedMoE``,
+    which would be a circular import from here.
     """
     return any(cls.__name__ == "FusedMoE" for cls in type(module).__mro__)
 '''
