@@ -8,6 +8,7 @@ import pytest
 
 import moe_migrate.rules as package
 from moe_migrate import rules
+from moe_migrate.codemod.discover import mentions
 from moe_migrate.codemod.rule import Flagged, Rewrite, Unchanged
 from moe_migrate.codemod.testing import explain_text
 
@@ -47,3 +48,21 @@ def test_select_runs_partners_and_ignore_drops_them() -> None:
 def test_unknown_rule_names_the_known_ones() -> None:
     with pytest.raises(rules.UnknownRule, match="shared-fused-moe-import"):
         rules.select(["no-such-rule"], [])
+
+
+@pytest.mark.parametrize("rule_id", rules.RULE_IDS)
+def test_every_example_a_rule_acts_on_holds_one_of_its_triggers(rule_id: str) -> None:
+    # The prefilter parses only files that hold a trigger: a rule must never act without one.
+    triggers = rules.spec(rule_id).triggers
+    for example in rules.load(rule_id).EXAMPLES:
+        if isinstance(example, (Rewrite, Flagged)):
+            source = example.before if isinstance(example, Rewrite) else example.source
+            assert mentions(source.encode(), triggers), source
+
+
+def test_a_trigger_group_holds_only_where_all_its_strings_do() -> None:
+    triggers = (b"SharedFusedMoE", (b"FusedMoE(", b"shared_experts="))
+    assert mentions(b"x = FusedMoE(shared_experts=mlp)", triggers)
+    assert mentions(b"from m import SharedFusedMoE", triggers)
+    assert not mentions(b"x = FusedMoE(num_experts=8)", triggers)
+    assert not mentions(b"mlp = MLP(shared_experts=2)", triggers)

@@ -30,6 +30,14 @@ MAX_SOURCE_BYTES = 2 * 2**20
 _MAP_ABOVE = 16 * 2**20
 
 
+def mentions(data: "bytes | mmap.mmap", triggers: "Sequence[bytes | tuple[bytes, ...]]") -> bool:
+    """Whether ``data`` holds one of ``triggers``: a byte string, or every byte string of a tuple."""
+    return any(
+        data.find(trigger) >= 0 if isinstance(trigger, bytes) else all(data.find(part) >= 0 for part in trigger)
+        for trigger in triggers
+    )
+
+
 class DiscoveryError(Exception):
     """A path argument that cannot be used (it does not exist)."""
 
@@ -57,7 +65,7 @@ class Discovered:
             "lives, or pass --exclude for the link."
         )
 
-    def read(self, path: Path, triggers: Sequence[bytes] | None) -> "bytes | Failed | None":
+    def read(self, path: Path, triggers: "Sequence[bytes | tuple[bytes, ...]] | None") -> "bytes | Failed | None":
         """The bytes of a file worth parsing, ``Failed`` saying why it cannot be, or ``None``.
 
         ``None``: the file contains none of ``triggers`` (never parsed, never reported).
@@ -107,7 +115,7 @@ _KINDS = {
 }
 
 
-def read_source(path: Path, triggers: Sequence[bytes] | None = None) -> bytes | str | None:
+def read_source(path: Path, triggers: "Sequence[bytes | tuple[bytes, ...]] | None" = None) -> bytes | str | None:
     """The bytes of ``path``; a message (str) saying why it cannot be read; or ``None`` when
     it holds none of ``triggers``. Never raises ``OSError``.
     """
@@ -124,7 +132,7 @@ def read_source(path: Path, triggers: Sequence[bytes] | None = None) -> bytes | 
             return f"cannot read: it is {kind}, not a regular file"
         if triggers is not None and info.st_size > _MAP_ABOVE:
             with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
-                if not any(mapped.find(trigger) >= 0 for trigger in triggers):
+                if not mentions(mapped, triggers):
                     return None
                 return mapped[: MAX_SOURCE_BYTES + 1]  # enough to be reported as too large
         chunks = []
@@ -138,7 +146,7 @@ def read_source(path: Path, triggers: Sequence[bytes] | None = None) -> bytes | 
         return _READ_ERRORS.get(error.errno, f"cannot read: {error.strerror or error}")
     finally:
         os.close(fd)
-    if triggers is not None and not any(trigger in data for trigger in triggers):
+    if triggers is not None and not mentions(data, triggers):
         return None
     return data
 

@@ -136,6 +136,10 @@ class Uses:
     layer_attributes: dict[int, set[str]] = field(default_factory=dict)
     #: id(FunctionDef or Module) -> local names assigned a construction in it.
     layer_names: dict[int, set[str]] = field(default_factory=dict)
+    #: The same two for layers built as vLLM's ``FusedMoE`` with ``shared_experts=``: what the
+    #: renames make of the class, and what code migrated by hand says.
+    fused_layer_attributes: dict[int, set[str]] = field(default_factory=dict)
+    fused_layer_names: dict[int, set[str]] = field(default_factory=dict)
     #: (table, row): a row for the class in a table whose FusedMoE row has the same handler.
     duplicate_rows: list[tuple[cst.CSTNode, cst.CSTNode]] = field(default_factory=list)
 
@@ -210,6 +214,15 @@ def find_uses(
     for ref, cls in local_classes.items():
         if ref in found and cls in uses.subclasses.values():
             _record_layer(*found[ref], uses)
+    # Layers built as vLLM's FusedMoE with shared experts (what the renames make of the class),
+    # or as a subclass of it defined here that keeps FusedMoE's forward.
+    fused_subclasses = [
+        cls for node, ps in fused if (cls := _class_with_base(node, ps)) is not None and not _defines(cls, "forward")
+    ]
+    builders = fused + [found[ref] for ref, cls in local_classes.items() if ref in found and cls in fused_subclasses]
+    for node, ps in builders:
+        if _builds_with_shared_experts(node, ps):
+            _record_layer(node, ps, uses, fused=True)
     fused_tests = {id(_function(ps[: t[1]])) for node, ps in fused if (t := _type_test(node, ps))}
 
     context = _Context(fused_ids, fused_tests, walk.classes, uses)
@@ -419,12 +432,46 @@ def _rows(table: cst.CSTNode) -> Iterator[tuple[cst.CSTNode, cst.CSTNode, cst.CS
             yield row, row.value.elements[0].value, row.value.elements[1].value
 
 
-def _record_layer(expr: cst.CSTNode, ps: Parents, uses: Uses) -> None:
-    """Note ``self.X = expr(...)`` / ``x = expr(...)``: X or x holds a layer built as the class."""
+def _defines(cls: cst.ClassDef, name: str) -> bool:
+    """Whether the body of ``cls`` defines the method ``name``."""
+    body = cls.body.body if isinstance(cls.body, cst.IndentedBlock) else ()
+    return any(isinstance(s, cst.FunctionDef) and s.name.value == name for s in body)
+
+
+def _builds_with_shared_experts(expr: cst.CSTNode, ps: Parents) -> bool:
+    """``...FusedMoE(..., shared_experts=<anything but None>)``, written as the renames (and
+    formatters) write it, so that the rule's trigger ``FusedMoE(`` with ``shared_experts=`` is
+    exact: the name right before the parenthesis, no space before the ``=``."""
+    call = ps[-1] if ps else None
+    if not (isinstance(call, cst.Call) and call.func is expr and _no_space(call.whitespace_after_func)):
+        return False
+    if not source(expr).endswith("FusedMoE"):
+        return False
+    return any(
+        arg.keyword is not None
+        and arg.keyword.value == "shared_experts"
+        and isinstance(arg.equal, cst.AssignEqual)
+        and _no_space(arg.equal.whitespace_before)
+        and not (isinstance(arg.value, cst.Name) and arg.value.value == "None")
+        for arg in call.args
+    )
+
+
+def _no_space(whitespace: cst.BaseParenthesizableWhitespace) -> bool:
+    return isinstance(whitespace, cst.SimpleWhitespace) and not whitespace.value
+
+
+def _record_layer(expr: cst.CSTNode, ps: Parents, uses: Uses, fused: bool = False) -> None:
+    """Note ``self.X = expr(...)`` / ``x = expr(...)``: X or x holds a layer built as the class
+    (``fused``: as vLLM's ``FusedMoE`` with shared experts)."""
     if len(ps) < 2 or not (isinstance(ps[-1], cst.Call) and ps[-1].func is expr):
         return
     call, holder = ps[-1], ps[-2]
-    uses.constructions.add(id(call))
+    attributes, names = (
+        (uses.fused_layer_attributes, uses.fused_layer_names) if fused else (uses.layer_attributes, uses.layer_names)
+    )
+    if not fused:
+        uses.constructions.add(id(call))
     if isinstance(holder, cst.Assign) and holder.value is call:
         targets = [t.target for t in holder.targets]
     elif isinstance(holder, cst.AnnAssign) and holder.value is call:
@@ -435,9 +482,9 @@ def _record_layer(expr: cst.CSTNode, ps: Parents, uses: Uses) -> None:
         if isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) and target.value.value == "self":
             owner = next((p for p in reversed(ps) if isinstance(p, cst.ClassDef)), None)
             if owner is not None:
-                uses.layer_attributes.setdefault(id(owner), set()).add(target.attr.value)
+                attributes.setdefault(id(owner), set()).add(target.attr.value)
         elif isinstance(target, cst.Name):
-            uses.layer_names.setdefault(id(_function(ps)), set()).add(target.value)
+            names.setdefault(id(_function(ps)), set()).add(target.value)
 
 
 def _fallbacks(
@@ -581,13 +628,19 @@ class TracksLayers(ReportsUses):
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         self._functions.pop()
 
-    def is_layer(self, expr: cst.CSTNode) -> bool:
-        """``self.X`` or ``x`` holds a layer built as the class (or a subclass defined here)."""
+    def is_layer(self, expr: cst.CSTNode, fused: bool = False) -> bool:
+        """``self.X`` or ``x`` holds a layer built as the class (or a subclass defined here);
+        with ``fused``, one built as vLLM's ``FusedMoE`` with ``shared_experts=``."""
+        attributes, names = (
+            (self.uses.fused_layer_attributes, self.uses.fused_layer_names)
+            if fused
+            else (self.uses.layer_attributes, self.uses.layer_names)
+        )
         if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
             owner = id(self._classes[-1]) if self._classes else None
-            return expr.attr.value in self.uses.layer_attributes.get(owner, ())  # type: ignore[arg-type]
+            return expr.attr.value in attributes.get(owner, ())  # type: ignore[arg-type]
         if isinstance(expr, cst.Name):
-            return expr.value in self.uses.layer_names.get(id(self._functions[-1]), ())
+            return expr.value in names.get(id(self._functions[-1]), ())
         return False
 
     def in_subclass(self) -> bool:

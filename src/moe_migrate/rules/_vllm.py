@@ -220,7 +220,7 @@ def analyse(wrapper: MetadataWrapper, file: FileContext) -> Analysis:
                 if target in NEW_QUALNAMES:
                     analysis.fused_refs.update(id(ref) for ref in refs)
     gone: frozenset[int] = frozenset()
-    if analysis.uses_vllm_class:
+    if analysis.uses_vllm_class or analysis.fused_refs:
         # Imported here: `_uses` builds on the bindings this module defines.
         from moe_migrate.rules._uses import find_uses
 

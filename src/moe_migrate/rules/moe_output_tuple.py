@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import libcst as cst
 
@@ -18,6 +19,14 @@ _LAYER = (
 )
 
 
+@dataclass(frozen=True)
+class _Layer:
+    """A layer whose output is unpacked: as spelled, and whether it was built as FusedMoE."""
+
+    name: str
+    fused: bool
+
+
 class MoeOutputTuple(TracksLayers):
     """Flag code that unpacks or indexes the output of a layer built as `SharedFusedMoE`.
 
@@ -25,7 +34,9 @@ class MoeOutputTuple(TracksLayers):
     code unpacked it (`shared_out, routed_out = self.experts(...)`) or indexed it (`out[0]`).
     `FusedMoE` returns one tensor with the shared experts' output already added: unpacking it
     fails or, with two tokens, silently splits the batch, and `out[0]` silently takes a row.
-    The same holds for a subclass whose `forward` returns a pair.
+    The same holds for a subclass whose `forward` returns a pair, and for a layer built as
+    `FusedMoE` with `shared_experts=`: that is what the rename makes of the class, so the
+    finding stays until the code is fixed, and code renamed by hand is checked too.
 
     Fix safety: report only. The rename of the layer's class still happens; the code that
     consumes the output is for a human, who usually deletes the separate shared-expert
@@ -74,19 +85,54 @@ class MoeOutputTuple(TracksLayers):
             "    def __init__(self):\n        self.experts = FusedMoE(num_experts=8)\n\n"
             "    def forward(self, x, logits):\n"
             "        a, b = self.experts(x, logits)\n        return a\n",
-            "a layer built as FusedMoE",
+            "a layer built as FusedMoE without shared experts",
+        ),
+        Flagged(
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n\n"
+            "class MoEBlock:\n"
+            "    def __init__(self):\n"
+            "        self.experts = FusedMoE(shared_experts=self.shared_mlp, num_experts=8)\n\n"
+            "    def forward(self, x, logits):\n"
+            "        shared_out, routed_out = self.experts(x, logits)\n"
+            "        return shared_out + routed_out\n",
+            lines=(9,),
+            note="after the rename (or one by hand): FusedMoE with shared experts",
+        ),
+        Flagged(
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n\n"
+            "class AriaFusedMoE(FusedMoE):\n"
+            "    def weight_loader(self, param, weight):\n        param.copy_(weight)\n\n\n"
+            "class MoEBlock:\n"
+            "    def __init__(self):\n"
+            "        self.experts = AriaFusedMoE(shared_experts=self.shared_mlp, num_experts=8)\n\n"
+            "    def forward(self, x, logits):\n"
+            "        out = self.experts(x, logits)\n"
+            "        return out[0] + out[1]\n",
+            lines=(15,),
+            note="a subclass of FusedMoE that keeps its forward",
+        ),
+        Unchanged(
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n\n"
+            "class PairFusedMoE(FusedMoE):\n"
+            "    def forward(self, x, logits):\n        return self.shared(x), super().forward(x, logits)\n\n\n"
+            "class MoEBlock:\n"
+            "    def __init__(self):\n"
+            "        self.experts = PairFusedMoE(shared_experts=self.shared_mlp, num_experts=8)\n\n"
+            "    def forward(self, x, logits):\n"
+            "        shared, routed = self.experts(x, logits)\n        return shared + routed\n",
+            "a subclass of FusedMoE with a forward of its own",
         ),
     )
 
     def visit_Module(self, node: cst.Module) -> None:
         super().visit_Module(node)
         #: Per function: local name -> the layer whose output it holds.
-        self._outputs: list[dict[str, str]] = [{}]
+        self._outputs: list[dict[str, _Layer]] = [{}]
         self._pair_forward: cst.FunctionDef | None = None
         self._statement: cst.CSTNode | None = None
         self._reported: set[int] = set()
         #: Per open `if`: the outputs before it, and at the end of its body.
-        self._branches: list[tuple[dict[str, str], dict[str, str]]] = []
+        self._branches: list[tuple[dict[str, _Layer], dict[str, _Layer]]] = []
 
     # A local may hold the output after either branch of an `if`: `else` starts from the state
     # before the `if`, and what each branch left is merged after it.
@@ -119,13 +165,16 @@ class MoeOutputTuple(TracksLayers):
         if self._pair_forward is original_node:
             self._pair_forward = None
 
-    def _output_of(self, expr: cst.BaseExpression) -> str | None:
-        """The layer (as spelled) whose output ``expr`` is: ``self.experts(...)`` or a local."""
+    def _output_of(self, expr: cst.BaseExpression) -> _Layer | None:
+        """The layer whose output ``expr`` is: ``self.experts(...)`` or a local holding it."""
         if isinstance(expr, cst.Call):
             func = expr.func
-            if isinstance(func, cst.Attribute) and func.attr.value == "forward" and self.is_layer(func.value):
-                func = func.value
-            return source(func) if self.is_layer(func) else None
+            for fused in (False, True):
+                if isinstance(func, cst.Attribute) and func.attr.value == "forward" and self.is_layer(func.value, fused):
+                    func = func.value
+                if self.is_layer(func, fused):
+                    return _Layer(source(func), fused)
+            return None
         if isinstance(expr, cst.Name):
             return self._outputs[-1].get(expr.value)
         return None
@@ -161,16 +210,22 @@ class MoeOutputTuple(TracksLayers):
                     f"once the class derives from `{NEW_CLASS}`.",
                 )
 
-    def _report(self, node: cst.CSTNode, layer: str, how: str) -> None:
+    def _report(self, node: cst.CSTNode, layer: _Layer, how: str) -> None:
         if id(self._statement) in self._reported:
             return  # `out[0] + out[1]`: one finding for the statement
         self._reported.add(id(self._statement))
+        if layer.fused:
+            what = (
+                f"vLLM's `{NEW_CLASS}` built with `shared_experts=`. Since `{OLD_CLASS}` was removed "
+                f"(vLLM 0.20), `{NEW_CLASS}.forward` no longer returns `(shared_out, fused_out)`"
+            )
+        else:
+            what = f"built from vLLM's `{OLD_CLASS}`, whose `forward` returned `(shared_out, fused_out)`"
         self.flag(
             node,
-            f"This {how} the output of `{layer}`, built from vLLM's `{OLD_CLASS}`, whose `forward` "
-            f"returned `(shared_out, fused_out)`. `{NEW_CLASS}` returns one tensor with the "
-            "shared experts' output already added: unpacking it fails (or, with two tokens, "
-            "silently splits the batch) and `[0]`/`[1]` silently take rows.",
+            f"This {how} the output of `{layer.name}`, {what}. `{NEW_CLASS}` returns one tensor "
+            "with the shared experts' output already added: unpacking it fails (or, with two "
+            "tokens, silently splits the batch) and `[0]`/`[1]` silently take rows.",
             fix="Use the layer's output as the final hidden states, and drop the separate "
             "addition of the shared experts' output.",
         )
