@@ -77,7 +77,9 @@ class GemmConfig:
 # - gate/up at 384 rows per expert (V2-Lite): SPLIT_TAIL and TMA, 536 us (558 with neither,
 #   551 with SPLIT_TAIL, 546 with TMA). At 128 rows (V3) both with 3 stages: 6409 us (4
 #   stages: 6582 with neither, 6715 with TMA, 6920 with both). PERSISTENT costs 10% or more
-#   at both sizes.
+#   at both sizes. A later sweep of GROUP_SIZE_M, SPLIT_TAIL and TMA on: 2 against 8, 523
+#   against 531 us at 384 rows, 6241 against 6409 at 128 rows (1 ties with 2; 16 and more,
+#   up to column-major order, are slower still).
 # - down at 128 rows (V3): SPLIT_TAIL and TMA, 3052 us (3913 PERSISTENT). At 384 rows
 #   (V2-Lite): PERSISTENT with TMA and no SPLIT_TAIL, whose K loops the compiler can then
 #   flatten, 269 us (GROUP_SIZE_M 4; 273 with 8), against 294 for SPLIT_TAIL and TMA.
@@ -85,9 +87,9 @@ GPU_CONFIGS: dict[str, tuple[tuple[float, GemmConfig], ...]] = {
     "gate_up": (
         (16, GemmConfig(16, 64, 128, 1, num_warps=4, num_stages=4)),
         (64, GemmConfig(32, 64, 128, 1, num_warps=4, num_stages=4)),
-        (256, GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=3, SPLIT_TAIL=True,
+        (256, GemmConfig(128, 128, 64, 2, num_warps=8, num_stages=3, SPLIT_TAIL=True,
                          USE_TMA=True)),
-        (math.inf, GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True,
+        (math.inf, GemmConfig(128, 128, 64, 2, num_warps=8, num_stages=4, SPLIT_TAIL=True,
                               USE_TMA=True)),
     ),
     "down": (
@@ -107,8 +109,9 @@ INTERPRETER_CONFIG = GemmConfig(16, 64, 64, 4, num_warps=1, num_stages=1, SPLIT_
 COMBINE_BLOCK_SIZE_N = 1024
 # Programs of a PERSISTENT launch under the interpreter: few, so that each loops over tiles.
 INTERPRETER_PROGRAMS = 3
-# Slots per program of the grouping kernels (each sorts its chunk of keys).
-GROUP_BLOCK_SIZE = 1024
+# Slots per program of the grouping kernels (each sorts its chunk of keys). On an H100 at
+# 24576 slots: 9.5 us with 256, 9.8 with 512, 12.8 with 128, 13.3 with 1024.
+GROUP_BLOCK_SIZE = 256
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
