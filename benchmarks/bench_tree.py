@@ -30,6 +30,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from test_vllm_wheel import _sources  # noqa: E402  (the tests' cached download)
 
+from moe_migrate.codemod.discover import mentions  # noqa: E402
+from moe_migrate.rules import CATALOG  # noqa: E402
+
 MOE = [sys.executable, "-m", "moe_migrate", "--no-smoke", "--quiet"]
 
 
@@ -66,11 +69,11 @@ def main() -> None:
     # the files that need work, not the size of the tree.
     padded = work / "padded"
     shutil.copytree(tree, padded / "copy0" / "vllm")
-    triggers = (b"SharedFusedMoE", b"shared_fused_moe", b"FusedMoE'", b'FusedMoE"')
+    triggers = [t for spec in CATALOG for t in spec.triggers]
     for i in range(1, 10):
         shutil.copytree(tree, padded / f"copy{i}" / "vllm")
         for path in (padded / f"copy{i}").rglob("*.py"):
-            if any(t in path.read_bytes() for t in triggers):
+            if mentions(path.read_bytes(), triggers):
                 path.unlink()
     plain = work / "plain.py"
     plain.write_text("import os\n\nprint(os.getcwd())\n")

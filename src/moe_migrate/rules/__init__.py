@@ -33,6 +33,16 @@ class RuleSpec:
     #: Names whose bindings the rule checks wherever they are, trigger or not (a statement
     #: binding a name that contains one of these is always parsed).
     names: tuple[str, ...] = ()
+    #: What a statement that matters to the rule mentions, where that is narrower than the
+    #: triggers' strings (default: all of them).
+    focus: tuple[bytes, ...] | None = None
+
+    @property
+    def words(self) -> tuple[bytes, ...]:
+        """The strings statements are kept for when a file is sliced."""
+        if self.focus is not None:
+            return self.focus
+        return tuple(word for t in self.triggers for word in ((t,) if isinstance(t, bytes) else t))
 
     @property
     def module(self) -> str:
@@ -59,8 +69,15 @@ CATALOG: tuple[RuleSpec, ...] = (
     RuleSpec("shared-fused-moe-registry", (b"SharedFusedMoE",)),
     RuleSpec("shared-fused-moe-isinstance", (b"SharedFusedMoE",)),
     # The renames make the class `FusedMoE(..., shared_experts=...)`, whose output is still
-    # not a pair: the finding stays until the code that unpacks it is fixed.
-    RuleSpec("moe-output-tuple", (b"SharedFusedMoE", (b"FusedMoE(", b"shared_experts="))),
+    # not a pair: the finding stays until the code that unpacks it is fixed. What matters in
+    # such a file is the statement that builds the layer (`class FusedMoE(` does not), and
+    # the classes named like `...FusedMoE` that may derive from it.
+    RuleSpec(
+        "moe-output-tuple",
+        (b"SharedFusedMoE", (b"FusedMoE(", b"shared_experts=")),
+        names=_RENAMED_TO,
+        focus=(b"SharedFusedMoE", b"shared_experts="),
+    ),
     RuleSpec("shared-fused-moe-only-api", (b"SharedFusedMoE",)),
     # A class-name check needs a string literal of one of vLLM's names: it ends in a quote.
     RuleSpec("moe-class-name-check", (b"FusedMoE'", b'FusedMoE"'), names=("is_moe_layer",)),
@@ -114,14 +131,7 @@ def focus(rule_ids: Sequence[str]) -> "Focus":
     from moe_migrate.codemod.slicing import Focus
 
     chosen = [spec(rule_id) for rule_id in rule_ids]
-    words = tuple(
-        dict.fromkeys(
-            word
-            for entry in chosen
-            for trigger in entry.triggers
-            for word in ((trigger,) if isinstance(trigger, bytes) else trigger)
-        )
-    )
+    words = tuple(dict.fromkeys(word for entry in chosen for word in entry.words))
     names = tuple(dict.fromkeys(n for entry in chosen for n in entry.names))
     return Focus(words, names)
 
