@@ -130,7 +130,8 @@ class MoeClassNameCheck(Rule):
     Two kinds of check are reported, not rewritten, because `is_moe_layer` would change what
     they match: one that mixes vLLM's names with others (`("FusedMoE", "AscendFusedMoE")`),
     and one for `"SharedFusedMoE"` alone, which tells the layers with shared experts apart
-    from the others. Other names (`"FusedMoEWithLoRA"`), substring tests and f-strings are
+    from the others. A check with a comment inside it is reported too: the rewrite would
+    drop the comment. Other names (`"FusedMoEWithLoRA"`), substring tests and f-strings are
     left alone. The import `from vllm.utils import is_moe_layer` is
     merged with an existing one; where the file already binds `is_moe_layer` to something
     else, it is imported as `vllm_is_moe_layer`.
@@ -174,6 +175,16 @@ class MoeClassNameCheck(Rule):
             "elif is_moe_layer(m):\n"
             "    counts['plain'] += 1\n",
             note="the removed class told apart from FusedMoE (the FusedMoE test alone is rewritten)",
+        ),
+        Flagged(
+            "def f(m):\n"
+            "    return (\n"
+            "        m.__class__.__name__ == 'FusedMoE'\n"
+            "        # keep in sync with the shared variant\n"
+            "        or m.__class__.__name__ == 'SharedFusedMoE'\n"
+            "    )\n",
+            lines=(3,),
+            note="a comment inside the check, which the rewrite would drop",
         ),
         Unchanged(
             "if module.__class__.__name__ == 'FusedMoEWithLoRA':\n    pass\n",
@@ -236,6 +247,15 @@ class MoeClassNameCheck(Rule):
                 "the layer was given shared experts.",
             )
             return
+        if _has_comment(node):
+            self.flag(
+                node,
+                f"This class-name check is `{HELPER}(...)` in the new vLLM, but it holds a comment "
+                "that rewriting the expression would drop.",
+                fix=f"Write `{'not ' if negated else ''}{HELPER}(x)` here yourself, and keep the "
+                "comment above the statement.",
+            )
+            return
         # Scopes are analysed only in files that have a check to rewrite.
         scope = self.shared(scopes.analyse).get(node)
         if scope is not None:
@@ -266,6 +286,24 @@ class MoeClassNameCheck(Rule):
             alias = f"{HELPER_ALIAS}{n}"
         self.add_import(HELPER_MODULE, HELPER, alias)
         return alias
+
+
+class _Comments(cst.CSTVisitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found = False
+
+    def visit_Comment(self, node: cst.Comment) -> None:
+        self.found = True
+
+
+def _has_comment(node: cst.CSTNode) -> bool:
+    """Whether a comment sits inside ``node`` (a check written over several lines)."""
+    if "#" not in cst.Module([]).code_for_node(node):
+        return False  # the common case, without walking: no comment, nor any `#` in a string
+    comments = _Comments()
+    node.visit(comments)
+    return comments.found
 
 
 def _bound_to_helper(scope: Scope, name: str, file: FileContext) -> bool | None:
