@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import libcst as cst
 
 from moe_migrate.codemod.rule import Flagged, Unchanged
-from moe_migrate.rules._uses import TracksLayers, source
+from moe_migrate.rules._uses import TracksLayers, callee, source
 from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS
 
 _LAYER = (
@@ -82,6 +82,19 @@ class MoeOutputTuple(TracksLayers):
         Unchanged(
             "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n\n"
             "class MoEBlock:\n"
+            "    def __init__(self):\n"
+            "        self.experts = FusedMoE(shared_experts=self.shared_mlp, num_experts=8)\n\n"
+            "    def forward(self, x, logits):\n"
+            "        out = self.experts(x, logits)\n"
+            "        if isinstance(out, tuple):\n"
+            "            shared, out = out\n"
+            "            out = out + shared\n"
+            "        return out\n",
+            "code that takes both a pair and one tensor",
+        ),
+        Unchanged(
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n\n"
+            "class MoEBlock:\n"
             "    def __init__(self):\n        self.experts = FusedMoE(num_experts=8)\n\n"
             "    def forward(self, x, logits):\n"
             "        a, b = self.experts(x, logits)\n        return a\n",
@@ -128,6 +141,8 @@ class MoeOutputTuple(TracksLayers):
         super().visit_Module(node)
         #: Per function: local name -> the layer whose output it holds.
         self._outputs: list[dict[str, _Layer]] = [{}]
+        #: Per function: locals whose output is tested with `isinstance(x, tuple)`.
+        self._guarded: list[set[str]] = [set()]
         self._pair_forward: cst.FunctionDef | None = None
         self._statement: cst.CSTNode | None = None
         self._reported: set[int] = set()
@@ -156,14 +171,25 @@ class MoeOutputTuple(TracksLayers):
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         super().visit_FunctionDef(node)
         self._outputs.append({})
+        self._guarded.append(set())
         if node.name.value == "forward" and self.in_subclass() and self._pair_forward is None:
             self._pair_forward = node
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         super().leave_FunctionDef(original_node)
         self._outputs.pop()
+        self._guarded.pop()
         if self._pair_forward is original_node:
             self._pair_forward = None
+
+    def visit_Call(self, node: cst.Call) -> None:
+        # `isinstance(out, tuple)`: the code takes both a pair and one tensor, as code written
+        # for plugins that still return a pair does. What it does with `out` is its own.
+        if callee(node) == "isinstance" and len(node.args) == 2 and isinstance(node.args[0].value, cst.Name):
+            types = node.args[1].value
+            names = [e.value for e in types.elements] if isinstance(types, cst.Tuple) else [types]
+            if any(isinstance(n, cst.Name) and n.value == "tuple" for n in names):
+                self._guarded[-1].add(node.args[0].value.value)
 
     def _output_of(self, expr: cst.BaseExpression) -> _Layer | None:
         """The layer whose output ``expr`` is: ``self.experts(...)`` or a local holding it."""
@@ -175,7 +201,7 @@ class MoeOutputTuple(TracksLayers):
                 if self.is_layer(func, fused):
                     return _Layer(source(func), fused)
             return None
-        if isinstance(expr, cst.Name):
+        if isinstance(expr, cst.Name) and expr.value not in self._guarded[-1]:
             return self._outputs[-1].get(expr.value)
         return None
 
