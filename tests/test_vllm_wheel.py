@@ -10,46 +10,26 @@ from __future__ import annotations
 import ast
 import difflib
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-from helpers import moe_migrate
+from helpers import moe_migrate, wheel_sources
 
 pytestmark = pytest.mark.vllm
 
 VERSION = "0.19.1"
 #: The release that removed ``SharedFusedMoE``: what a migrated tree will run against.
 NEXT = "0.20.0"
-CACHE = Path(os.environ.get("MOE_MIGRATE_CACHE", REPO / ".cache"))
 MIGRATION_LINE = re.compile(r"SharedFusedMoE|shared_fused_moe|__name__|is_moe_layer|^\s*(?:if \(|\)|\(|)\s*$")
 
 
 def _sources(version: str = VERSION) -> Path:
-    target = CACHE / f"vllm-{version}"
-    if (target / "vllm" / "__init__.py").is_file():
-        return target
-    wheels = CACHE / "wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", f"vllm=={version}", "--no-deps",
-         "--only-binary=:all:", "-d", str(wheels)],
-        check=True,
-    )
-    [wheel] = wheels.glob(f"vllm-{version}-*.whl")
-    partial = target.with_suffix(".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(partial, [n for n in archive.namelist() if n.startswith("vllm/") and n.endswith(".py")])
-    partial.rename(target)
-    wheel.unlink()  # the sources are what we keep
-    return target
+    return wheel_sources("vllm", version, "vllm")
 
 
 @pytest.fixture(scope="module")
