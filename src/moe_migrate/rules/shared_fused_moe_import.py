@@ -32,8 +32,9 @@ class SharedFusedMoeImport(Rule):
     the class or its module fails on upgrade.
 
     Fix safety: safe. The import is merged with what the scope already imports, so a name is
-    never bound twice; an alias of the user's choosing is kept; a block of sorted names stays
-    sorted; if `FusedMoE` already names something else in the file, vLLM's class is imported
+    never bound twice, and an import from the deleted module joins an earlier top-level
+    import from the package; an alias of the user's choosing is kept; a block of sorted names
+    stays sorted; if `FusedMoE` already names something else in the file, vLLM's class is imported
     as `VllmFusedMoE`. An import of the old module object is rewritten with its uses; if the
     module is used for anything but the class, it is reported instead. Always runs together
     with `shared-fused-moe-reference`, which renames the uses.
@@ -68,6 +69,12 @@ class SharedFusedMoeImport(Rule):
             "    RoutingMethodType,\n"
             ")\n",
             "a sorted block stays sorted",
+        ),
+        Rewrite(
+            "from vllm.model_executor.layers.fused_moe import fused_experts\n"
+            "from vllm.model_executor.layers.fused_moe.shared_fused_moe import SharedFusedMoE\n",
+            "from vllm.model_executor.layers.fused_moe import FusedMoE, fused_experts\n",
+            "from the deleted module, joining the package's import",
         ),
         Rewrite(
             "from vllm.model_executor.layers.fused_moe import SharedFusedMoE as SFM\n",
@@ -106,6 +113,7 @@ class SharedFusedMoeImport(Rule):
     def visit_Module(self, node: cst.Module) -> None:
         analysis = self.shared(analyse)
         self._removed: set[int] = set()
+        self._top = [small for line in node.body if isinstance(line, cst.SimpleStatementLine) for small in line.body]
         # A held binding keeps its import: one of its uses is left for a human (see `_uses`).
         for statement in {
             id(b.statement): b.statement for b in analysis.classes if not analysis.is_held(b)
@@ -175,9 +183,11 @@ class SharedFusedMoeImport(Rule):
         for i in plain[1:]:
             plan[i] = (plan[i][0], None, None)
         kept = [entry for entry in plan if entry[1] is not None]
-        if not kept:
+        if not kept or (from_old_module and kept == [(plan[0][0], NEW_CLASS, None)] and self._joins_package_import(statement)):
             self._removed.add(id(statement))
             self.remove(statement)
+            if kept:
+                self.add_import(PACKAGE, NEW_CLASS)
             return
         new_module = self._package_module(statement) if from_old_module else {}
 
@@ -187,6 +197,22 @@ class SharedFusedMoeImport(Rule):
             return updated.with_changes(names=names, **new_module)
 
         self.replace(statement, edit)
+
+    def _joins_package_import(self, statement: cst.ImportFrom) -> bool:
+        """``from <deleted module> import SharedFusedMoE`` at the top level, after a top-level
+        ``from <package> import ...``: ``FusedMoE`` joins that import instead of a second
+        statement from the same module (it is bound earlier, never later, than before)."""
+        if in_fused_moe_package(self.file) or statement not in self._top:
+            return False
+        earlier = self._top[: self._top.index(statement)]
+        return any(
+            isinstance(s, cst.ImportFrom)
+            and not s.relative
+            and not isinstance(s.names, cst.ImportStar)
+            and s.module is not None
+            and get_full_name_for_node(s.module) == PACKAGE
+            for s in earlier
+        )
 
     def _package_module(self, statement: cst.ImportFrom) -> dict[str, object]:
         """Changes that point ``statement`` where ``FusedMoE`` lives, relative if it was.
