@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A run started in the background by a shell without job control inherits SIGINT ignored,
+    # and so would every moe-migrate the tests start: the Ctrl-C tests need it delivered.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     # Property tests (tests/test_properties.py): 'ci' by default, 'slow' with --slow.
     from hypothesis import HealthCheck, settings
 
