@@ -132,8 +132,21 @@ def _insert_sorted(
         at = imports[-1][0] + 1
         statement = statement.with_changes(leading_lines=(cst.EmptyLine(),))
     else:
+        # The module's first import: set apart from the code after it, as pycodestyle wants
+        # (two blank lines before a top-level def or class, one before other code).
         at = header_end
+        if at < len(body):
+            body[at] = _after_imports(body[at])
     return [*body[:at], statement, *body[at:]]
+
+
+def _after_imports(statement: cst.BaseStatement) -> cst.BaseStatement:
+    """``statement`` with the blank lines above it that the first code after imports needs."""
+    wanted = 2 if isinstance(statement, (cst.FunctionDef, cst.ClassDef)) else 1
+    lines = statement.leading_lines
+    blank = next((i for i, line in enumerate(lines) if line.comment is not None), len(lines))
+    missing = max(0, wanted - blank)
+    return statement.with_changes(leading_lines=(*(cst.EmptyLine() for _ in range(missing)), *lines))
 
 
 def dotted(name: str) -> cst.Attribute | cst.Name:

@@ -30,7 +30,7 @@ _BEFORE = (
     "]\n"
 )
 _AFTER = (
-    "from vllm.utils import is_moe_layer\n"
+    "from vllm.utils import is_moe_layer\n\n"
     "moe_modules = [\n"
     "    module\n"
     "    for module in model.modules()\n"
@@ -142,7 +142,7 @@ class MoeClassNameCheck(Rule):
         Rewrite(_BEFORE, _AFTER, "vLLM's own check, over several lines"),
         Rewrite(
             "if type(layer).__name__ in ('FusedMoE', 'SharedFusedMoE'):\n    init(layer)\n",
-            "from vllm.utils import is_moe_layer\nif is_moe_layer(layer):\n    init(layer)\n",
+            "from vllm.utils import is_moe_layer\n\nif is_moe_layer(layer):\n    init(layer)\n",
             "type(x).__name__ in a tuple",
         ),
         Rewrite(
@@ -154,7 +154,7 @@ class MoeClassNameCheck(Rule):
         ),
         Rewrite(
             "def f(is_moe_layer, m):\n    return m.__class__.__name__ in {'SharedFusedMoE', 'FusedMoE'}\n",
-            "from vllm.utils import is_moe_layer as vllm_is_moe_layer\n"
+            "from vllm.utils import is_moe_layer as vllm_is_moe_layer\n\n\n"
             "def f(is_moe_layer, m):\n    return vllm_is_moe_layer(m)\n",
             "a local is_moe_layer is not shadowed",
         ),
@@ -169,7 +169,7 @@ class MoeClassNameCheck(Rule):
             "elif type(m).__name__ == 'FusedMoE':\n"
             "    counts['plain'] += 1\n",
             lines=(1,),
-            after="from vllm.utils import is_moe_layer\n"
+            after="from vllm.utils import is_moe_layer\n\n"
             "if type(m).__name__ == 'SharedFusedMoE':\n"
             "    counts['shared'] += 1\n"
             "elif is_moe_layer(m):\n"
