@@ -15,7 +15,8 @@ Uses that hold their binding, by the rule that reports them:
 - ``shared-fused-moe-subclass``: a class deriving from it that overrides ``forward`` or
   ``__init__``, or that has another base which is not a plain mixin defined in the same file.
 - ``shared-fused-moe-patch``: an attribute of the class assigned or deleted; the class given to
-  ``setattr``/``delattr``/``patch.object``/``super``; its own ``forward``/``__init__`` reached
+  ``setattr``/``delattr``/``patch.object``/``super``, or to a call named like a patch or a
+  registration (``register_patch(..., SharedFusedMoE)``); its own ``forward``/``__init__`` reached
   through it; the class replaced on its module; and the class or its deleted module named in a
   dotted string (a ``patch`` target, a ``sys.modules`` stub).
 - ``shared-fused-moe-registry``: ``SharedFusedMoE.register_oot``.
@@ -289,6 +290,9 @@ def _classify(expr: cst.CSTNode, ps: Parents, ctx: _Context) -> Use | None:
             return Use(PATCH, "setattr", call, (name,))
         if call.args[0] is parent and name.endswith(("patch.object", "patch.multiple")):
             return Use(PATCH, "patch-object", call)
+        if any(word in name.rpartition(".")[2].lower() for word in ("patch", "register")):
+            # `@register_patch("...", SharedFusedMoE)`: whatever it does, it does to the class.
+            return Use(PATCH, "patch-call", call, (name,))
     cls = _class_with_base(expr, ps)
     if cls is not None:
         reasons = _subclass_reasons(cls, parent, ctx)

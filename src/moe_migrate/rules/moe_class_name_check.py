@@ -115,6 +115,16 @@ def _operands(node: cst.BooleanOperation) -> list[cst.BaseExpression]:
     return out
 
 
+def _chain(node: cst.BooleanOperation) -> list[cst.BooleanOperation]:
+    """The ``BooleanOperation`` nodes that :func:`_operands` flattens into ``node``."""
+    kind = type(node.operator)
+    out = [node]
+    for side in (node.left, node.right):
+        if isinstance(side, cst.BooleanOperation) and isinstance(side.operator, kind) and not side.lpar:
+            out.extend(_chain(side))
+    return out
+
+
 class MoeClassNameCheck(Rule):
     """Test for vLLM's MoE layer with `is_moe_layer(x)`, not by class name.
 
@@ -131,7 +141,8 @@ class MoeClassNameCheck(Rule):
     they match: one that mixes vLLM's names with others (`("FusedMoE", "AscendFusedMoE")`),
     and one for `"SharedFusedMoE"` alone, which tells the layers with shared experts apart
     from the others. A check with a comment inside it is reported too: the rewrite would
-    drop the comment. Other names (`"FusedMoEWithLoRA"`), substring tests and f-strings are
+    drop the comment. The checks inside a function named `is_moe_layer` (a fork's own
+    helper) are left alone: rewritten, it would call itself. Other names (`"FusedMoEWithLoRA"`), substring tests and f-strings are
     left alone. The import `from vllm.utils import is_moe_layer` is
     merged with an existing one; where the file already binds `is_moe_layer` to something
     else, it is imported as `vllm_is_moe_layer`.
@@ -186,6 +197,20 @@ class MoeClassNameCheck(Rule):
             lines=(3,),
             note="a comment inside the check, which the rewrite would drop",
         ),
+        Flagged(
+            "ok = (\n"
+            "    m.__class__.__name__ == 'FusedMoE'\n"
+            "    or m.__class__.__name__ == 'SharedFusedMoE'\n"
+            "    or m.__class__.__name__ == 'MyFusedMoE'\n"
+            ")\n",
+            lines=(2,),
+            note="vLLM's names mixed with a plugin's, over several lines: one finding, nothing rewritten",
+        ),
+        Unchanged(
+            "def is_moe_layer(module):\n"
+            "    return module.__class__.__name__ in ('FusedMoE', 'SharedFusedMoE')\n",
+            "a fork's own is_moe_layer (rewritten, it would call itself)",
+        ),
         Unchanged(
             "if module.__class__.__name__ == 'FusedMoEWithLoRA':\n    pass\n",
             "another class",
@@ -200,9 +225,19 @@ class MoeClassNameCheck(Rule):
         self._done: set[int] = set()
         self._scopes: list[Scope] = []
         self._pending: list[tuple[cst.BaseExpression, cst.BaseExpression, bool]] = []
+        #: Open functions named `is_moe_layer`: a fork's own helper, whose checks are its body.
+        self._helpers: list[cst.FunctionDef] = []
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        if node.name.value == HELPER:
+            self._helpers.append(node)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        if self._helpers and self._helpers[-1] is original_node:
+            self._helpers.pop()
 
     def visit_BooleanOperation(self, node: cst.BooleanOperation) -> None:
-        if id(node) in self._done:
+        if id(node) in self._done or self._helpers:
             return
         operands = _operands(node)
         checks = [parse_check(o) for o in operands]
@@ -214,11 +249,13 @@ class MoeClassNameCheck(Rule):
         if not all(c is not None and c.negated == negated and c.subject.deep_equals(first.subject) for c in checks):
             return
         names = frozenset().union(*(c.names for c in checks if c is not None))
+        # The operands, and the `a or b` inside `a or b or c`: one check, judged once.
         self._done.update(id(o) for o in operands)
+        self._done.update(id(inner) for inner in _chain(node))
         self._convert(node, first.subject, names, negated)
 
     def visit_Comparison(self, node: cst.Comparison) -> None:
-        if id(node) in self._done:
+        if id(node) in self._done or self._helpers:
             return
         check = parse_check(node)
         if check is not None:

@@ -56,6 +56,13 @@ class SharedFusedMoePatch(ReportsUses):
             lines=(6,),
             note="the removed class's own forward, called unbound",
         ),
+        Flagged(
+            _IMPORT + "\n\n@register_patch('EPLBSharedFusedMoE', SharedFusedMoE)\n"
+            "class EPLBPatch(VLLMPatch):\n"
+            "    _attr_names_to_apply = ['__init__']\n",
+            lines=(4,),
+            note="the class given to a patch registration",
+        ),
         Unchanged(
             _IMPORT + "mapping = SharedFusedMoE.make_expert_params_mapping(model)\n",
             "a classmethod FusedMoE has too: a safe rename",
@@ -90,6 +97,12 @@ class SharedFusedMoePatch(ReportsUses):
             return f"This {verb} `{OLD_CLASS}.{attr}`: {every}.", patch_fused
         if use.kind in ("setattr", "patch-object"):
             return f"`{source_name(use.node)}` patches `{OLD_CLASS}` itself: {every}.", patch_fused
+        if use.kind == "patch-call":
+            return (
+                f"`{attr}(...)` is given `{OLD_CLASS}` itself, to patch or register it: {every}.",
+                f"If it is still needed, apply it to `{NEW_CLASS}` deliberately and branch on "
+                "whether the layer has shared experts; otherwise delete it.",
+            )
         if use.kind == "replace":
             return _replaced_message()
         if use.kind == "super":
