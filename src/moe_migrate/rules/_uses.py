@@ -21,8 +21,8 @@ Uses that hold their binding, by the rule that reports them:
   dotted string (a ``patch`` target, a ``sys.modules`` stub).
 - ``shared-fused-moe-registry``: ``SharedFusedMoE.register_oot``.
 - ``shared-fused-moe-isinstance``: ``isinstance``/``issubclass`` against it, without ``FusedMoE``
-  in the same tuple, whose answer is branched on or kept, or in a function that also tests for
-  ``FusedMoE``.
+  in the same tuple (or ``or``-ed with the same test for ``FusedMoE``), whose answer is
+  branched on or kept, or in a function that also tests for ``FusedMoE``.
 - ``shared-fused-moe-reference``: a ``{type: handler}`` or ``(type, handler)`` table with rows for
   both classes and different handlers (with the same handler, the row is removed instead).
 - ``shared-fused-moe-import-fallback``: a ``try``/``if`` around the import whose fallback is not
@@ -302,6 +302,8 @@ def _classify(expr: cst.CSTNode, ps: Parents, ctx: _Context) -> Use | None:
         call, at, types = test
         if any(id(t) in ctx.fused_ids for t in types):
             return None  # "any MoE layer?" means the same once the two classes are one
+        if _or_with_fused(call, ps[:at], ctx):
+            return None  # `isinstance(x, FusedMoE) or isinstance(x, SharedFusedMoE)`: the same
         if _branched_on(call, ps[:at]):
             return Use(ISINSTANCE, "branch", call)
         if id(_function(ps[:at])) in ctx.fused_tests:
@@ -372,6 +374,32 @@ def _type_test(expr: cst.CSTNode, ps: Parents) -> tuple[cst.Call, int, list[cst.
         if callee(call) in ("isinstance", "issubclass") and len(call.args) == 2 and call.args[1] is ps[i - 1]:  # type: ignore[attr-defined]
             return call, i - 2, types  # type: ignore[return-value]
     return None
+
+
+def _or_with_fused(call: cst.Call, ps: Parents, ctx: _Context) -> bool:
+    """``call`` is one side of an ``or`` whose other side tests the same object for FusedMoE."""
+    i = len(ps)
+    while i and isinstance(ps[i - 1], cst.BooleanOperation) and isinstance(ps[i - 1].operator, cst.Or):
+        i -= 1
+    chain = ps[i:]  # the `or`s above the call, outermost first
+    if not chain:
+        return False
+    subject = call.args[0].value
+    stack: list[cst.CSTNode] = [chain[0]]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.BooleanOperation) and isinstance(node.operator, cst.Or):
+            stack += [node.left, node.right]
+        elif (
+            isinstance(node, cst.Call)
+            and node is not call
+            and callee(node) == callee(call)
+            and len(node.args) == 2
+            and node.args[0].value.deep_equals(subject)
+            and id(node.args[1].value) in ctx.fused_ids
+        ):
+            return True
+    return False
 
 
 def _branched_on(node: cst.CSTNode, ps: Parents) -> bool:

@@ -42,10 +42,23 @@ class SharedFusedMoeIsinstance(ReportsUses):
             lines=(5,),
             note="next to a test for FusedMoE",
         ),
+        Flagged(
+            _IMPORT + "\n\ndef route(a, b):\n"
+            "    if isinstance(a, FusedMoE) or isinstance(b, SharedFusedMoE):\n"
+            "        return a\n"
+            "    return b\n",
+            lines=(5,),
+            note="or-ed with a FusedMoE test of something else",
+        ),
         Unchanged(
             _IMPORT + "\n\ndef is_moe(module):\n"
             "    return isinstance(module, (FusedMoE, SharedFusedMoE))\n",
             "any MoE layer: a safe rename",
+        ),
+        Unchanged(
+            _IMPORT + "\n\ndef is_moe(module):\n"
+            "    return isinstance(module, FusedMoE) or isinstance(module, SharedFusedMoE)\n",
+            "the same, or-ed",
         ),
         Unchanged(
             _IMPORT + "\n\ndef check(layer):\n    assert isinstance(layer, SharedFusedMoE)\n",

@@ -110,6 +110,12 @@ class SharedFusedMoeReference(Rule):
             "isinstance keeps one FusedMoE",
         ),
         Rewrite(
+            _IMPORT + "def is_moe(layer):\n"
+            "    return isinstance(layer, FusedMoE) or isinstance(layer, SharedFusedMoE)\n",
+            _IMPORT_AFTER + "def is_moe(layer):\n    return isinstance(layer, FusedMoE)\n",
+            "isinstance or isinstance keeps one",
+        ),
+        Rewrite(
             _IMPORT + "# source_layer is FusedMoE or SharedFusedMoE\nx = SharedFusedMoE\n",
             _IMPORT_AFTER + "# source_layer is FusedMoE\nx = FusedMoE\n",
             "a comment stays true",
@@ -229,6 +235,19 @@ class SharedFusedMoeReference(Rule):
             self.replace(types, lambda updated: updated.elements[only].value)  # type: ignore[attr-defined]
         else:
             self.replace(types, lambda updated: _keep_elements(updated, keep))
+
+    def visit_BooleanOperation(self, node: cst.BooleanOperation) -> None:
+        # `isinstance(x, FusedMoE) or isinstance(x, SharedFusedMoE)`: one test once renamed.
+        if not isinstance(node.operator, cst.Or):
+            return
+        sides = [node.left, node.right]
+        if not all(isinstance(s, cst.Call) and get_full_name_for_node(s.func) in ("isinstance", "issubclass") and len(s.args) == 2 for s in sides):
+            return
+        left, right = sides
+        if not left.args[0].value.deep_equals(right.args[0].value):  # type: ignore[attr-defined]
+            return
+        if self._dedupe([left.args[1].value, right.args[1].value]) == [0]:  # type: ignore[attr-defined]
+            self.replace(node, lambda updated: updated.left.with_changes(lpar=updated.lpar, rpar=updated.rpar))
 
     def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
         # `FusedMoE | SharedFusedMoE` in an annotation.
