@@ -13,7 +13,8 @@ renames do something unsafe.
 Uses that hold their binding, by the rule that reports them:
 
 - ``shared-fused-moe-subclass``: a class deriving from it that overrides ``forward`` or
-  ``__init__``, or that has another base which is not a plain mixin defined in the same file.
+  ``__init__`` (more than passing the call on), or that has another base which is not a plain
+  mixin defined in the same file.
 - ``shared-fused-moe-patch``: an attribute of the class assigned or deleted; the class given to
   ``setattr``/``delattr``/``patch.object``/``super``, or to a call named like a patch or a
   registration (``register_patch(..., SharedFusedMoE)``); its own ``forward``/``__init__`` reached
@@ -342,12 +343,54 @@ def _subclass_reasons(cls: cst.ClassDef, base: cst.CSTNode, ctx: _Context) -> li
     defined = set()
     for line in cls.body.body:
         if isinstance(line, cst.FunctionDef):
-            defined.add(line.name.value)
+            if not _passes_through(line):
+                defined.add(line.name.value)
         elif isinstance(line, cst.SimpleStatementLine):
             for small in line.body:
                 if isinstance(small, cst.Assign):
                     defined.update(t.target.value for t in small.targets if isinstance(t.target, cst.Name))
     return reasons + sorted(defined & OWN_METHODS, reverse=True)
+
+
+def _passes_through(method: cst.FunctionDef) -> bool:
+    """An override that changes nothing the rename could break: ``forward`` only returning
+    ``super().forward(...)``; ``__init__`` handing ``**kwargs`` on to ``super().__init__``,
+    taking none of the old class's own arguments (what else it does, it does either way)."""
+    name = method.name.value
+    body = method.body.body if isinstance(method.body, cst.IndentedBlock) else ()
+    smalls = [s for line in body if isinstance(line, cst.SimpleStatementLine) for s in line.body]
+    if name == "forward":
+        return (
+            len(body) == 1
+            and len(smalls) == 1
+            and isinstance(smalls[0], cst.Return)
+            and _super_call(smalls[0].value, "forward") is not None
+        )
+    if name == "__init__":
+        params = method.params
+        star = params.star_kwarg
+        taken = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
+        if star is None or taken & _OLD_ARGUMENTS:
+            return False
+        for small in smalls:
+            call = _super_call(small.value if isinstance(small, cst.Expr) else None, "__init__")
+            if call is not None:
+                return any(a.star == "**" and isinstance(a.value, cst.Name) and a.value.value == star.name.value for a in call.args)
+    return False
+
+
+#: Constructor arguments that only the removed class took, or that it handled itself.
+_OLD_ARGUMENTS = frozenset({"use_overlapped", "shared_experts"})
+
+
+def _super_call(expr: cst.BaseExpression | None, method: str) -> cst.Call | None:
+    """``expr`` when it is ``super().<method>(...)``."""
+    if not (isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value == method):
+        return None
+    inner = expr.func.value
+    if isinstance(inner, cst.Call) and callee(inner) == "super" and not inner.args:
+        return expr
+    return None
 
 
 def _is_mixin(base: cst.BaseExpression, classes: dict[str, cst.ClassDef], seen: set[str]) -> bool:

@@ -21,7 +21,10 @@ class SharedFusedMoeSubclass(ReportsUses):
     Fix safety: report only. The class, its import and every other use of the name in the file
     are left as they were. A subclass whose only other bases are plain mixins defined in the
     same file, and which overrides neither `forward` nor `__init__` (vLLM's own `AriaFusedMoE`
-    overrides `weight_loader`), is renamed by `shared-fused-moe-reference` instead.
+    overrides `weight_loader`), is renamed by `shared-fused-moe-reference` instead; so is one
+    whose overrides only pass calls on (`forward` returning `super().forward(...)`, `__init__`
+    handing `**kwargs` to `super().__init__` without taking `shared_experts` or
+    `use_overlapped` itself).
     """
 
     ID = "shared-fused-moe-subclass"
@@ -52,6 +55,22 @@ class SharedFusedMoeSubclass(ReportsUses):
             "    def weight_loader(self, param, loaded_weight, shard_id):\n"
             "        param.data.copy_(loaded_weight)\n",
             "a subclass the rename keeps meaning the same",
+        ),
+        Flagged(
+            _IMPORT + "\n\nclass NPUMoE(SharedFusedMoE):\n"
+            "    def __init__(self, shared_experts, use_overlapped=True, **kwargs):\n"
+            "        super().__init__(shared_experts=shared_experts, use_overlapped=use_overlapped, **kwargs)\n",
+            lines=(4,),
+            note="__init__ taking the old class's own arguments",
+        ),
+        Unchanged(
+            _IMPORT + "\n\nclass HunyuanMoE(SharedFusedMoE):\n"
+            "    def __init__(self, *, prefix='', **kwargs):\n"
+            "        super().__init__(prefix=prefix, **kwargs)\n"
+            "        self._prefix = prefix\n\n"
+            "    def forward(self, hidden_states, router_logits):\n"
+            "        return super().forward(hidden_states, router_logits)\n",
+            "overrides that only pass calls on: a safe rename",
         ),
         Unchanged(
             _IMPORT + "\n\nclass _CaptureMixin:\n    pass\n\n\n"
