@@ -40,11 +40,10 @@ import libcst as cst
 from libcst.helpers import get_full_name_for_node
 from libcst.metadata import MetadataWrapper
 
-from moe_migrate.codemod.scopes import Scope
-from moe_migrate.codemod.walk import children
-
 from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.rule import Rule
+from moe_migrate.codemod.scopes import Scope
+from moe_migrate.codemod.walk import children
 from moe_migrate.rules._vllm import (
     NEW_QUALNAMES,
     OLD_CLASS,
@@ -120,6 +119,16 @@ class Fallback:
 
 
 @dataclass(eq=False)
+class Layers:
+    """Where layers of one kind are held: ``self.X`` in a class, or a local ``x``."""
+
+    #: id(ClassDef) -> ``X`` of every ``self.X = <construction>`` in it.
+    attributes: dict[int, set[str]] = field(default_factory=dict)
+    #: id(FunctionDef or Module) -> local names assigned a construction in it.
+    names: dict[int, set[str]] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
 class Uses:
     """Everything the findings rules report about one file, found in one walk."""
 
@@ -134,14 +143,11 @@ class Uses:
     subclasses: dict[str, cst.ClassDef] = field(default_factory=dict)
     #: Calls that build a layer of the class (or of a subclass defined here).
     constructions: set[int] = field(default_factory=set)
-    #: id(ClassDef) -> ``X`` of every ``self.X = <construction>`` in it.
-    layer_attributes: dict[int, set[str]] = field(default_factory=dict)
-    #: id(FunctionDef or Module) -> local names assigned a construction in it.
-    layer_names: dict[int, set[str]] = field(default_factory=dict)
-    #: The same two for layers built as vLLM's ``FusedMoE`` with ``shared_experts=``: what the
-    #: renames make of the class, and what code migrated by hand says.
-    fused_layer_attributes: dict[int, set[str]] = field(default_factory=dict)
-    fused_layer_names: dict[int, set[str]] = field(default_factory=dict)
+    #: Layers built as the class (or a subclass defined here).
+    layers: Layers = field(default_factory=Layers)
+    #: Layers built as vLLM's ``FusedMoE`` with ``shared_experts=``: what the renames make of
+    #: the class, and what code migrated by hand says.
+    fused_layers: Layers = field(default_factory=Layers)
     #: (table, row): a row for the class in a table whose FusedMoE row has the same handler.
     duplicate_rows: list[tuple[cst.CSTNode, cst.CSTNode]] = field(default_factory=list)
 
@@ -542,9 +548,7 @@ def _record_layer(expr: cst.CSTNode, ps: Parents, uses: Uses, fused: bool = Fals
     if len(ps) < 2 or not (isinstance(ps[-1], cst.Call) and ps[-1].func is expr):
         return
     call, holder = ps[-1], ps[-2]
-    attributes, names = (
-        (uses.fused_layer_attributes, uses.fused_layer_names) if fused else (uses.layer_attributes, uses.layer_names)
-    )
+    layers = uses.fused_layers if fused else uses.layers
     if not fused:
         uses.constructions.add(id(call))
     if isinstance(holder, cst.Assign) and holder.value is call:
@@ -554,12 +558,20 @@ def _record_layer(expr: cst.CSTNode, ps: Parents, uses: Uses, fused: bool = Fals
     else:
         return
     for target in targets:
-        if isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) and target.value.value == "self":
+        attribute = self_attribute(target)
+        if attribute is not None:
             owner = next((p for p in reversed(ps) if isinstance(p, cst.ClassDef)), None)
             if owner is not None:
-                attributes.setdefault(id(owner), set()).add(target.attr.value)
+                layers.attributes.setdefault(id(owner), set()).add(attribute)
         elif isinstance(target, cst.Name):
-            names.setdefault(id(_function(ps)), set()).add(target.value)
+            layers.names.setdefault(id(_function(ps)), set()).add(target.value)
+
+
+def self_attribute(node: cst.CSTNode) -> str | None:
+    """``X`` of ``self.X``; None for anything else."""
+    if isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name) and node.value.value == "self":
+        return node.attr.value
+    return None
 
 
 def _fallbacks(
@@ -706,16 +718,13 @@ class TracksLayers(ReportsUses):
     def is_layer(self, expr: cst.CSTNode, fused: bool = False) -> bool:
         """``self.X`` or ``x`` holds a layer built as the class (or a subclass defined here);
         with ``fused``, one built as vLLM's ``FusedMoE`` with ``shared_experts=``."""
-        attributes, names = (
-            (self.uses.fused_layer_attributes, self.uses.fused_layer_names)
-            if fused
-            else (self.uses.layer_attributes, self.uses.layer_names)
-        )
-        if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
+        layers = self.uses.fused_layers if fused else self.uses.layers
+        attribute = self_attribute(expr)
+        if attribute is not None:
             owner = id(self._classes[-1]) if self._classes else None
-            return expr.attr.value in attributes.get(owner, ())  # type: ignore[arg-type]
+            return attribute in layers.attributes.get(owner, ())  # type: ignore[arg-type]
         if isinstance(expr, cst.Name):
-            return expr.value in names.get(id(self._functions[-1]), ())
+            return expr.value in layers.names.get(id(self._functions[-1]), ())
         return False
 
     def in_subclass(self) -> bool:

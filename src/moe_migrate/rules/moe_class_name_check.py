@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import libcst as cst
-from moe_migrate.codemod import scopes
-from moe_migrate.codemod.scopes import Scope
 
+from moe_migrate.codemod import scopes
 from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.rule import Flagged, Rewrite, Rule, Unchanged
+from moe_migrate.codemod.scopes import Scope
+from moe_migrate.rules._uses import source
 from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS, bound_to
 
 #: The class names that meant "vLLM's MoE layer" before the removal.
@@ -142,8 +143,9 @@ class MoeClassNameCheck(Rule):
     and one for `"SharedFusedMoE"` alone, which tells the layers with shared experts apart
     from the others. A check with a comment inside it is reported too: the rewrite would
     drop the comment. The checks inside a function named `is_moe_layer` (a fork's own
-    helper) are left alone: rewritten, it would call itself. Other names (`"FusedMoEWithLoRA"`), substring tests and f-strings are
-    left alone. The import `from vllm.utils import is_moe_layer` is
+    helper) are left alone: rewritten, it would call itself. Other names
+    (`"FusedMoEWithLoRA"`), substring tests and f-strings are left alone. The import
+    `from vllm.utils import is_moe_layer` is
     merged with an existing one; where the file already binds `is_moe_layer` to something
     else, it is imported as `vllm_is_moe_layer`.
     """
@@ -336,7 +338,7 @@ class _Comments(cst.CSTVisitor):
 
 def _has_comment(node: cst.CSTNode) -> bool:
     """Whether a comment sits inside ``node`` (a check written over several lines)."""
-    if "#" not in cst.Module([]).code_for_node(node):
+    if "#" not in source(node):
         return False  # the common case, without walking: no comment, nor any `#` in a string
     comments = _Comments()
     node.visit(comments)

@@ -195,15 +195,20 @@ class MoeOutputTuple(TracksLayers):
         """The layer whose output ``expr`` is: ``self.experts(...)`` or a local holding it."""
         if isinstance(expr, cst.Call):
             func = expr.func
-            for fused in (False, True):
-                if isinstance(func, cst.Attribute) and func.attr.value == "forward" and self.is_layer(func.value, fused):
-                    func = func.value
-                if self.is_layer(func, fused):
-                    return _Layer(source(func), fused)
-            return None
+            if isinstance(func, cst.Attribute) and func.attr.value == "forward" and self._built(func.value) is not None:
+                func = func.value  # `self.experts.forward(...)`
+            fused = self._built(func)
+            return None if fused is None else _Layer(source(func), fused)
         if isinstance(expr, cst.Name) and expr.value not in self._guarded[-1]:
             return self._outputs[-1].get(expr.value)
         return None
+
+    def _built(self, expr: cst.BaseExpression) -> bool | None:
+        """Whether ``expr`` holds a layer built as ``FusedMoE`` (True) or as the class (False);
+        None when it holds no layer."""
+        if self.is_layer(expr):
+            return False
+        return True if self.is_layer(expr, fused=True) else None
 
     def leave_Assign(self, original_node: cst.Assign) -> None:
         layer = self._output_of(original_node.value)

@@ -113,7 +113,7 @@ class SharedFusedMoeImport(Rule):
     def visit_Module(self, node: cst.Module) -> None:
         analysis = self.shared(analyse)
         self._removed: set[int] = set()
-        self._top = [small for line in node.body if isinstance(line, cst.SimpleStatementLine) for small in line.body]
+        self._module = node
         # A held binding keeps its import: one of its uses is left for a human (see `_uses`).
         for statement in {
             id(b.statement): b.statement for b in analysis.classes if not analysis.is_held(b)
@@ -183,10 +183,15 @@ class SharedFusedMoeImport(Rule):
         for i in plain[1:]:
             plan[i] = (plan[i][0], None, None)
         kept = [entry for entry in plan if entry[1] is not None]
-        if not kept or (from_old_module and kept == [(plan[0][0], NEW_CLASS, None)] and self._joins_package_import(statement)):
+        joins = (
+            from_old_module
+            and [entry[1:] for entry in kept] == [(NEW_CLASS, None)]
+            and self._joins_package_import(statement)
+        )
+        if not kept or joins:
             self._removed.add(id(statement))
             self.remove(statement)
-            if kept:
+            if joins:
                 self.add_import(PACKAGE, NEW_CLASS)
             return
         new_module = self._package_module(statement) if from_old_module else {}
@@ -202,9 +207,12 @@ class SharedFusedMoeImport(Rule):
         """``from <deleted module> import SharedFusedMoE`` at the top level, after a top-level
         ``from <package> import ...``: ``FusedMoE`` joins that import instead of a second
         statement from the same module (it is bound earlier, never later, than before)."""
-        if in_fused_moe_package(self.file) or statement not in self._top:
+        if in_fused_moe_package(self.file):
             return False
-        earlier = self._top[: self._top.index(statement)]
+        top = [s for line in self._module.body if isinstance(line, cst.SimpleStatementLine) for s in line.body]
+        if statement not in top:
+            return False
+        earlier = top[: top.index(statement)]
         return any(
             isinstance(s, cst.ImportFrom)
             and not s.relative

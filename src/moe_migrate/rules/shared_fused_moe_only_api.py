@@ -7,7 +7,7 @@ import libcst as cst
 from moe_migrate.codemod.outcomes import Severity
 from moe_migrate.codemod.rule import Flagged, Unchanged
 from moe_migrate.codemod.walk import children
-from moe_migrate.rules._uses import TracksLayers, source
+from moe_migrate.rules._uses import TracksLayers, self_attribute, source
 from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS
 
 #: Constructor arguments only the removed class took.
@@ -118,8 +118,7 @@ class SharedFusedMoeOnlyApi(TracksLayers):
     def visit_Attribute(self, node: cst.Attribute) -> None:
         if node.attr.value not in ONLY_ATTRIBUTES:
             return
-        owner = node.value
-        on_self = isinstance(owner, cst.Name) and owner.value == "self" and self.in_subclass()
+        on_self = self_attribute(node) is not None and self.in_subclass()
         if on_self and node.attr.value in self._own[-1]:
             if id(node) in self._own_targets:
                 purpose, fix = ONLY_ATTRIBUTES[node.attr.value]
@@ -131,7 +130,7 @@ class SharedFusedMoeOnlyApi(TracksLayers):
                     fix=fix,
                 )
             return  # the subclass's own attribute: its reads are its own business
-        if self.is_layer(owner) or on_self:
+        if self.is_layer(node.value) or on_self:
             self.flag(
                 node,
                 f"`{source(node)}` is an attribute of vLLM's removed `{OLD_CLASS}`; on "
@@ -152,9 +151,7 @@ def _assigned_on_self(cls: cst.ClassDef) -> set[str]:
             targets = [t.target for t in node.targets]
         elif isinstance(node, (cst.AnnAssign, cst.AugAssign)):
             targets = [node.target]
-        for target in targets:
-            if isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) and target.value.value == "self":
-                found.add(target.attr.value)
+        found.update(a for a in map(self_attribute, targets) if a is not None)
         if not isinstance(node, cst.ClassDef):  # a nested class's `self` is another object
             stack.extend(children(node))
     return found

@@ -222,9 +222,7 @@ class SharedFusedMoeReference(Rule):
         return qualified in OLD_QUALNAMES | NEW_QUALNAMES, qualified in OLD_QUALNAMES
 
     def visit_Call(self, node: cst.Call) -> None:
-        if not (isinstance(node.func, cst.Name) and node.func.value in ("isinstance", "issubclass")):
-            return
-        if len(node.args) != 2 or not isinstance(node.args[1].value, cst.Tuple):
+        if not _type_test(node) or not isinstance(node.args[1].value, cst.Tuple):
             return
         types = node.args[1].value
         keep = self._dedupe([element.value for element in types.elements])
@@ -240,11 +238,8 @@ class SharedFusedMoeReference(Rule):
         # `isinstance(x, FusedMoE) or isinstance(x, SharedFusedMoE)`: one test once renamed.
         if not isinstance(node.operator, cst.Or):
             return
-        sides = [node.left, node.right]
-        if not all(isinstance(s, cst.Call) and get_full_name_for_node(s.func) in ("isinstance", "issubclass") and len(s.args) == 2 for s in sides):
-            return
-        left, right = sides
-        if not left.args[0].value.deep_equals(right.args[0].value):  # type: ignore[attr-defined]
+        left, right = node.left, node.right
+        if not (_type_test(left) and _type_test(right) and left.args[0].value.deep_equals(right.args[0].value)):  # type: ignore[attr-defined]
             return
         if self._dedupe([left.args[1].value, right.args[1].value]) == [0]:  # type: ignore[attr-defined]
             self.replace(node, lambda updated: updated.left.with_changes(lpar=updated.lpar, rpar=updated.rpar))
@@ -320,6 +315,15 @@ class SharedFusedMoeReference(Rule):
         string = first.value
         if _renamable(string.value):
             self.replace(string, lambda updated: updated.with_changes(value=rewrite_prose(updated.value)))
+
+
+def _type_test(node: cst.BaseExpression) -> bool:
+    """``isinstance(x, T)`` or ``issubclass(x, T)``."""
+    return (
+        isinstance(node, cst.Call)
+        and get_full_name_for_node(node.func) in ("isinstance", "issubclass")
+        and len(node.args) == 2
+    )
 
 
 def _keep_elements(types: cst.Tuple, keep: list[int]) -> cst.Tuple:
