@@ -33,8 +33,6 @@ from moe_migrate.codemod.walk import children
 if TYPE_CHECKING:
     from libcst.metadata import MetadataWrapper
 
-    from moe_migrate.codemod.context import FileContext
-
 
 @dataclass(eq=False)
 class Access:
@@ -143,8 +141,8 @@ class Scopes:
         return self.of_node.get(id(node))
 
 
-def analyse(wrapper: "MetadataWrapper", file: "FileContext | None" = None) -> Scopes:
-    """The scopes of ``wrapper.module`` (the signature of ``Rule.shared``, so rules share it)."""
+def analyse(wrapper: "MetadataWrapper") -> Scopes:
+    """The scopes of ``wrapper.module`` (the rules read them from ``rules._vllm.analyse``)."""
     walker = _Walker(wrapper.module)
     walker.walk()
     walker.resolve()

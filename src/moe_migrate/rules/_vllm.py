@@ -19,7 +19,7 @@ from libcst.metadata import MetadataWrapper
 
 from moe_migrate.codemod import scopes as scope_analysis
 from moe_migrate.codemod.context import FileContext
-from moe_migrate.codemod.scopes import Assignment, ImportAssignment, Scope
+from moe_migrate.codemod.scopes import Assignment, ImportAssignment, Scope, Scopes
 
 if TYPE_CHECKING:
     from moe_migrate.rules._uses import Uses
@@ -93,6 +93,8 @@ class Analysis:
     held_nodes: set[int] = field(default_factory=set)
     #: What the findings rules report, and what the renames must leave alone (``_uses``).
     uses: "Uses | None" = None
+    #: The module's scopes, which the other rules read too (one analysis per file).
+    scopes: Scopes = field(default_factory=lambda: Scopes([], {}))
 
     @property
     def uses_vllm_class(self) -> bool:
@@ -191,7 +193,8 @@ def _free_alias(scopes: list[Scope]) -> str:
 def analyse(wrapper: MetadataWrapper, file: FileContext) -> Analysis:
     """Find the bindings of vLLM's removed class and decide what each one becomes."""
     analysis = Analysis()
-    scopes = scope_analysis.analyse(wrapper).scopes
+    analysis.scopes = scope_analysis.analyse(wrapper)
+    scopes = analysis.scopes.scopes
     own: list[cst.CSTNode] = []  # what binds `SharedFusedMoE` to something not vLLM's
     for scope in scopes:
         for assignment in scope.assignments:

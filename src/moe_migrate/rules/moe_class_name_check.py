@@ -6,12 +6,11 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from moe_migrate.codemod import scopes
 from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.rule import Flagged, Rewrite, Rule, Unchanged
 from moe_migrate.codemod.scopes import Scope
 from moe_migrate.rules._uses import source
-from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS, bound_to
+from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS, analyse, bound_to
 
 #: The class names that meant "vLLM's MoE layer" before the removal.
 VLLM_NAMES = frozenset({NEW_CLASS, OLD_CLASS})
@@ -295,8 +294,8 @@ class MoeClassNameCheck(Rule):
                 "comment above the statement.",
             )
             return
-        # Scopes are analysed only in files that have a check to rewrite.
-        scope = self.shared(scopes.analyse).get(node)
+        # The scopes come with the shared analysis of vLLM's names, made once per file.
+        scope = self.shared(analyse).scopes.get(node)
         if scope is not None:
             self._scopes.append(scope)
         self._pending.append((node, subject, negated))
