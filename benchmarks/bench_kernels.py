@@ -64,17 +64,20 @@ SMALL_TILES = (
 )
 LARGE_TILES = {
     "gate_up": (
-        launch.GemmConfig(128, 128, 64, 2, num_warps=8, num_stages=4, USE_TMA=True),
-        launch.GemmConfig(128, 128, 64, 1, num_warps=8, num_stages=4, SPLIT_TAIL=True,
-                          USE_TMA=True),
         launch.GemmConfig(128, 128, 64, 2, num_warps=8, num_stages=4, SPLIT_TAIL=True,
-                          USE_TMA=True),
-        launch.GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True,
                           USE_TMA=True),
         launch.GemmConfig(128, 128, 64, 2, num_warps=8, num_stages=3, SPLIT_TAIL=True,
                           USE_TMA=True),
-        launch.GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=3, SPLIT_TAIL=True,
-                          USE_TMA=True),
+        launch.GemmConfig(128, 128, 64, 2, num_warps=8, num_stages=4, USE_TMA=True,
+                          PERSISTENT=1),
+        launch.GemmConfig(128, 128, 64, 4, num_warps=8, num_stages=4, USE_TMA=True,
+                          PERSISTENT=1),
+        launch.GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=4, USE_TMA=True,
+                          PERSISTENT=1),
+        launch.GemmConfig(128, 128, 64, 4, num_warps=8, num_stages=3, USE_TMA=True,
+                          PERSISTENT=1),
+        launch.GemmConfig(128, 128, 64, 8, num_warps=8, num_stages=3, USE_TMA=True,
+                          PERSISTENT=1),
     ),
     "down": (
         launch.GemmConfig(128, 256, 64, 8, num_warps=8, num_stages=4, SPLIT_TAIL=True),

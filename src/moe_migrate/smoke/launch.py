@@ -52,7 +52,8 @@ class GemmConfig:
     num_warps: int
     num_stages: int
     # Run an expert's last tile at BLOCK_SIZE_M / 2 rows when it has that few: with a few
-    # hundred rows per expert, a full-height tail multiplies ~15% padding rows.
+    # hundred rows per expert, a full-height tail multiplies ~15% padding rows. Its branch
+    # keeps a PERSISTENT program's tiles from sharing one pipeline, which can gain more.
     SPLIT_TAIL: bool = False
     # Read the weights (and, in the down GEMM, h) through tensor descriptors (TMA) where
     # their layout allows it (16-byte aligned rows, gate and up as the two halves of w13).
@@ -72,25 +73,25 @@ class GemmConfig:
 # Compiled kernels: per GEMM, by the most rows an expert is expected to get (S / E). Small
 # tiles while streaming the weights bounds the time; large ones once the experts are busy
 # enough for the tensor cores to matter. The gate/up kernel multiplies the gate and up
-# columns in one product of twice BLOCK_SIZE_N, so its N tile stays at 128. Chosen from
-# `bench_kernels.py --sweep` on an H100 (benchmarks/RESULTS.md), 4096 tokens, GEMM alone:
-# - gate/up at 384 rows per expert (V2-Lite): SPLIT_TAIL and TMA, 536 us (558 with neither,
-#   551 with SPLIT_TAIL, 546 with TMA). At 128 rows (V3) both with 3 stages: 6409 us (4
-#   stages: 6582 with neither, 6715 with TMA, 6920 with both). PERSISTENT costs 10% or more
-#   at both sizes. A later sweep of GROUP_SIZE_M, SPLIT_TAIL and TMA on: 2 against 8, 523
-#   against 531 us at 384 rows, 6241 against 6409 at 128 rows (1 ties with 2; 16 and more,
-#   up to column-major order, are slower still).
+# columns in one product of twice BLOCK_SIZE_N, so its N tile stays at 128. Chosen on an H100
+# at 4096 tokens, GEMM alone (benchmarks/RESULTS.md):
+# - gate/up: PERSISTENT with TMA and no SPLIT_TAIL, so that the compiler flattens the K loops
+#   of consecutive tiles into one pipeline (the next tile's loads overlap this one's epilogue)
+#   and no program waits out a last partial wave. At 384 rows per expert (V2-Lite), 4 stages,
+#   GROUP_SIZE_M 4: 498 us against 526 for one program per tile with SPLIT_TAIL (3 stages:
+#   530). At 128 rows (V3), 3 stages, GROUP_SIZE_M 4: 6063 against 6323 (4 stages: 8262).
+#   Before w13 was read through TMA, PERSISTENT had cost 10% or more at both sizes.
 # - down at 128 rows (V3): SPLIT_TAIL and TMA, 3052 us (3913 PERSISTENT). At 384 rows
-#   (V2-Lite): PERSISTENT with TMA and no SPLIT_TAIL, whose K loops the compiler can then
-#   flatten, 269 us (GROUP_SIZE_M 4; 273 with 8), against 294 for SPLIT_TAIL and TMA.
+#   (V2-Lite): PERSISTENT with TMA and no SPLIT_TAIL, 269 us (GROUP_SIZE_M 4; 273 with 8),
+#   against 294 for SPLIT_TAIL and TMA.
 GPU_CONFIGS: dict[str, tuple[tuple[float, GemmConfig], ...]] = {
     "gate_up": (
         (16, GemmConfig(16, 64, 128, 1, num_warps=4, num_stages=4)),
         (64, GemmConfig(32, 64, 128, 1, num_warps=4, num_stages=4)),
-        (256, GemmConfig(128, 128, 64, 2, num_warps=8, num_stages=3, SPLIT_TAIL=True,
-                         USE_TMA=True)),
-        (math.inf, GemmConfig(128, 128, 64, 2, num_warps=8, num_stages=4, SPLIT_TAIL=True,
-                              USE_TMA=True)),
+        (256, GemmConfig(128, 128, 64, 4, num_warps=8, num_stages=3, USE_TMA=True,
+                         PERSISTENT=1)),
+        (math.inf, GemmConfig(128, 128, 64, 4, num_warps=8, num_stages=4, USE_TMA=True,
+                              PERSISTENT=1)),
     ),
     "down": (
         (16, GemmConfig(16, 64, 128, 1, num_warps=4, num_stages=4)),
