@@ -28,6 +28,14 @@ _held = [
         id="subclass-keeps-import-and-other-uses",
     ),
     pytest.param(
+        "try:\n    import vllm.model_executor.layers.fused_moe.shared_fused_moe as sfm\n"
+        "except ImportError:\n    sfm = None\n\n# ``FusedMoE`` (or ``SharedFusedMoE``) by type\n"
+        "LAYERS = [sfm.SharedFusedMoE] if sfm is not None else []\n",
+        SAME,
+        {"shared-fused-moe-import"},
+        id="prose-stays-where-the-deleted-module-stays",
+    ),
+    pytest.param(
         OLD + "SharedFusedMoE.forward = f\nlayer = SharedFusedMoE()\n",
         SAME,
         {"shared-fused-moe-patch"},

@@ -145,6 +145,9 @@ class Uses:
     constructions: set[int] = field(default_factory=set)
     #: Layers built as the class (or a subclass defined here).
     layers: Layers = field(default_factory=Layers)
+    #: True when a binding of the deleted module is used for more than the class: its import
+    #: stays, and shared-fused-moe-import reports it.
+    module_kept: bool = False
     #: Layers built as vLLM's ``FusedMoE`` with ``shared_experts=``: what the renames make of
     #: the class, and what code migrated by hand says.
     fused_layers: Layers = field(default_factory=Layers)
@@ -189,7 +192,8 @@ def find_uses(
         if isinstance(a.node, cst.ClassDef)
         for access in a.references
     }
-    bindings = [*analysis.classes, *analysis.old_modules, *analysis.packages]
+    modules = [*analysis.old_modules, *analysis.packages, *analysis.fused_modules]
+    bindings = [*analysis.classes, *modules]
     wanted = {id(ref) for b in bindings for ref in b.references}
     wanted |= analysis.fused_refs | {id(b.statement) for b in analysis.classes} | set(local_classes)
     walk = _Ancestry(wanted)
@@ -202,7 +206,7 @@ def find_uses(
     fused: list[tuple[cst.CSTNode, Parents]] = []
     for binding in analysis.classes:
         exprs += [(*found[id(r)], binding) for r in binding.references if id(r) in found]
-    for binding in [*analysis.old_modules, *analysis.packages]:
+    for binding in modules:
         for ref in binding.references:
             if id(ref) in found:
                 chain = _resolve_chain(*found[id(ref)], binding.target)
@@ -210,6 +214,8 @@ def find_uses(
                     exprs.append((chain[0], chain[1], binding))
                 elif chain is not None:
                     fused.append(chain[:2])
+                elif binding in analysis.old_modules:
+                    uses.module_kept = True  # the deleted module used for more than the class
     fused += [found[i] for i in analysis.fused_refs if i in found]
     fused_ids = analysis.fused_refs | {id(node) for node, _ in fused}
     uses.class_exprs = {id(expr) for expr, _, _ in exprs}
@@ -233,7 +239,11 @@ def find_uses(
             _record_layer(node, ps, uses, fused=True)
     fused_tests = {id(_function(ps[: t[1]])) for node, ps in fused if (t := _type_test(node, ps))}
 
-    context = _Context(fused_ids, fused_tests, walk.classes, uses)
+    assigned: dict[str, list[cst.BaseExpression]] = {}  # `table[FusedMoE] = h`: table -> [h]
+    for node, ps in fused:
+        if (row := _assigned_row(node, ps)) is not None:
+            assigned.setdefault(row[1], []).append(row[2])
+    context = _Context(fused_ids, fused_tests, walk.classes, uses, assigned)
     for expr, ps, _ in exprs:
         use = _classify(expr, ps, context)
         if use is not None:
@@ -271,6 +281,8 @@ class _Context:
     #: Classes defined in the module, by name.
     classes: dict[str, cst.ClassDef]
     uses: Uses
+    #: ``table[FusedMoE] = handler`` statements: the table, as written, -> its handlers.
+    assigned_rows: dict[str, list[cst.BaseExpression]]
 
 
 def _classify(expr: cst.CSTNode, ps: Parents, ctx: _Context) -> Use | None:
@@ -474,18 +486,50 @@ def _function(ps: Parents) -> cst.CSTNode:
 
 
 def _table_use(expr: cst.CSTNode, ps: Parents, ctx: _Context) -> Use | None:
-    """A table row for the class next to one for FusedMoE: removed if same handler, else held."""
+    """A table row for the class next to one for FusedMoE: removed if same handler, else held.
+
+    A row is an entry of a dict literal, a ``(type, handler)`` pair in a list, tuple or set,
+    or a statement ``table[type] = handler`` (next to a ``table[FusedMoE] = ...`` anywhere in
+    the module: the rows are never removed, only held when their handlers differ)."""
     found = _table_row(expr, ps)
-    if found is None:
+    if found is not None:
+        table, row, handler = found
+        for other, key, other_handler in _rows(table):
+            if other is not row and id(key) in ctx.fused_ids:
+                if _same(handler, other_handler):
+                    ctx.uses.duplicate_rows.append((table, row))
+                    return None
+                return Use(REFERENCE, "table", row, (source(other_handler).strip(), source(handler).strip()))
         return None
-    table, row, handler = found
-    for other, key, other_handler in _rows(table):
-        if other is not row and id(key) in ctx.fused_ids:
-            if "".join(source(handler).split()) == "".join(source(other_handler).split()):
-                ctx.uses.duplicate_rows.append((table, row))
-                return None
-            return Use(REFERENCE, "table", row, (source(other_handler).strip(), source(handler).strip()))
+    assigned = _assigned_row(expr, ps)
+    if assigned is None:
+        return None
+    statement, table_name, handler = assigned
+    for other_handler in ctx.assigned_rows.get(table_name, ()):
+        if not _same(handler, other_handler):
+            return Use(REFERENCE, "table", statement, (source(other_handler).strip(), source(handler).strip()))
     return None
+
+
+def _same(a: cst.CSTNode, b: cst.CSTNode) -> bool:
+    """The same expression, whitespace aside."""
+    return "".join(source(a).split()) == "".join(source(b).split())
+
+
+def _assigned_row(expr: cst.CSTNode, ps: Parents) -> tuple[cst.Assign, str, cst.BaseExpression] | None:
+    """(statement, table as written, handler) when ``expr`` is the key in ``table[expr] = handler``."""
+    if len(ps) < 5 or not isinstance(ps[-1], cst.Index) or ps[-1].value is not expr:
+        return None
+    subscript, target, statement = ps[-3], ps[-4], ps[-5]
+    if not (
+        isinstance(subscript, cst.Subscript)
+        and len(subscript.slice) == 1
+        and isinstance(target, cst.AssignTarget)
+        and target.target is subscript
+        and isinstance(statement, cst.Assign)
+    ):
+        return None
+    return statement, "".join(source(subscript.value).split()), statement.value
 
 
 def _table_row(expr: cst.CSTNode, ps: Parents) -> tuple[cst.CSTNode, cst.CSTNode, cst.CSTNode] | None:

@@ -79,6 +79,8 @@ class Analysis:
     old_modules: list[Binding] = field(default_factory=list)
     #: Bindings of a package above the class (``vllm``, ``...fused_moe as fm``).
     packages: list[Binding] = field(default_factory=list)
+    #: Bindings of a module above vLLM's ``FusedMoE`` alone (``...fused_moe.layer as fml``).
+    fused_modules: list[Binding] = field(default_factory=list)
     #: id(alias) -> the local name the class binding becomes; ``None``: the alias is dropped
     #: because vLLM's ``FusedMoE`` is already bound under that name.
     new_local: dict[int, str | None] = field(default_factory=dict)
@@ -140,8 +142,8 @@ def _dotted_import_of(statement: cst.CSTNode, alias: cst.ImportAlias, name: str)
     return full == name or full.startswith(name + ".")
 
 
-def _is_prefix_of_class(target: str) -> bool:
-    return any(q.startswith(target + ".") for q in OLD_QUALNAMES)
+def _is_prefix_of(target: str, qualnames: frozenset[str]) -> bool:
+    return any(q.startswith(target + ".") for q in qualnames)
 
 
 def bound_to(
@@ -216,8 +218,10 @@ def analyse(wrapper: MetadataWrapper, file: FileContext) -> Analysis:
                     analysis.classes.append(binding)
                 elif target in OLD_MODULES:
                     analysis.old_modules.append(binding)
-                elif _is_prefix_of_class(target):
+                elif _is_prefix_of(target, OLD_QUALNAMES):
                     analysis.packages.append(binding)
+                elif _is_prefix_of(target, NEW_QUALNAMES):
+                    analysis.fused_modules.append(binding)
                 elif local == OLD_CLASS:
                     own.append(statement)
                 if target in NEW_QUALNAMES:

@@ -27,11 +27,17 @@ from moe_migrate.rules._vllm import (
 _IMPORT = "from vllm.model_executor.layers.fused_moe import FusedMoE, SharedFusedMoE\n"
 _IMPORT_AFTER = "from vllm.model_executor.layers.fused_moe import FusedMoE\n"
 
-# "FusedMoE or SharedFusedMoE" and friends name one class once the two are one.
+# "FusedMoE or SharedFusedMoE" and friends name one class once the two are one, also quoted
+# alike (```FusedMoE``/``SharedFusedMoE```) or as "FusedMoE (or SharedFusedMoE)".
+_JOIN = r"\s*(?:or|and|/|,|\|)\s*"
 _PAIR = re.compile(
-    rf"\b(?:{NEW_CLASS}\s*(?:or|and|/|,|\|)\s*{OLD_CLASS}|{OLD_CLASS}\s*(?:or|and|/|,|\|)\s*{NEW_CLASS})\b"
+    rf"(`*)\b{NEW_CLASS}\b\1{_JOIN}\1\b{OLD_CLASS}\b\1"
+    rf"|(`*)\b{OLD_CLASS}\b\2{_JOIN}\2\b{NEW_CLASS}\b\2"
+    rf"|(`*)\b{NEW_CLASS}\b\3\s*\(\s*(?:or|and)\s+\3\b{OLD_CLASS}\b\3\s*\)"
 )
 _WORD = re.compile(rf"\b{OLD_CLASS}\b")
+# What is left naming the class twice ("FusedMoE`` (or ``FusedMoE") is left as it was.
+_TWICE = re.compile(rf"\b{NEW_CLASS}\b\W{{0,6}}(?:(?:or|and)\W{{1,6}})?\b{NEW_CLASS}\b")
 # A comment that is code someone switched off: left as it was written.
 _CODE_LIKE = re.compile(
     rf"^\s*(?:[\w.]+\s*(?::[^=]+)?=(?!=)|from\s+[\w.]+\s+import\b|import\s+[\w.]|return\b|class\s+\w+\s*\(|def\s+\w+\s*\()"
@@ -41,7 +47,13 @@ _CODE_LIKE = re.compile(
 
 def rewrite_prose(text: str) -> str:
     """``text`` with vLLM's removed class named as ``FusedMoE``, staying true."""
-    return _WORD.sub(NEW_CLASS, _PAIR.sub(NEW_CLASS, text))
+    return _WORD.sub(NEW_CLASS, _PAIR.sub(_one_name, text))
+
+
+def _one_name(pair: re.Match[str]) -> str:
+    """A matched pair of names as the one class, quoted as the pair was."""
+    quote = next(q for q in pair.groups() if q is not None)
+    return f"{quote}{NEW_CLASS}{quote}"
 
 
 def _is_commented_out_code(comment: str) -> bool:
@@ -50,13 +62,20 @@ def _is_commented_out_code(comment: str) -> bool:
 
 # Prose about the pair the removed class returned ("Handle tuple return from SharedFusedMoE"):
 # said of FusedMoE, which returns one tensor, it would be false. It stays as written, next to
-# the code that moe-output-tuple reports.
+# the code that moe-output-tuple reports. So does history ("Wrapper for vLLM SharedFusedMoE
+# (v0.16-v0.19)", "the legacy SharedFusedMoE").
 _ABOUT_THE_PAIR = re.compile(r"\b(?:tuple|pair)s?\b|\bshared_out\b", re.IGNORECASE)
+_HISTORY = re.compile(
+    r"\bv?\d+\.\d+|\b(?:legacy|older|old|previous(?:ly)?|deprecated|removed|formerly)\b",
+    re.IGNORECASE,
+)
 
 
 def _renamable(prose: str) -> bool:
     """Prose that names the removed class and stays true with ``FusedMoE`` in its place."""
-    return bool(_WORD.search(prose)) and not _ABOUT_THE_PAIR.search(prose)
+    if not _WORD.search(prose) or _ABOUT_THE_PAIR.search(prose) or _HISTORY.search(prose):
+        return False
+    return not _TWICE.search(rewrite_prose(prose))
 
 
 class SharedFusedMoeReference(Rule):
@@ -73,11 +92,13 @@ class SharedFusedMoeReference(Rule):
     union that would name `FusedMoE` twice keeps one, and so does a `{type: handler}` or
     `(type, handler)` table: its `SharedFusedMoE` row goes when both rows have the same
     handler; with different handlers the table is reported (this rule owns the finding) and
-    left as it was. Comments and docstrings are updated so they stay true ("FusedMoE or
+    left as it was, also when its rows are assigned one by one (`table[FusedMoE] = ...`) or
+    name the classes through module aliases. Comments and docstrings are updated so they stay true ("FusedMoE or
     SharedFusedMoE" becomes "FusedMoE") in files that use the class and everywhere in vLLM's
     own tree; commented-out code, prose about the pair it returned ("tuple", "pair",
-    `shared_out`), log strings, files that define their own `SharedFusedMoE`
-    and files that test whether it exists are left as they are. A file where another rule
+    `shared_out`) or about history (versions, "legacy"), log strings, files that define their
+    own `SharedFusedMoE`, files that test whether it exists and files where a use of it is
+    left for a human are left as they are. A file where another rule
     leaves a use of the class for a human is left whole: no use in it is renamed, so no name
     is left undefined.
     """
@@ -130,6 +151,29 @@ class SharedFusedMoeReference(Rule):
             lines=(2,),
             note="a table whose two rows differ",
         ),
+        Flagged(
+            "import vllm.model_executor.layers.fused_moe.layer as fml\n" + _IMPORT
+            + "HANDLERS = {}\nHANDLERS[fml.FusedMoE] = 'routed'\nHANDLERS[SharedFusedMoE] = 'routed+shared'\n",
+            lines=(5,),
+            note="rows assigned one by one, FusedMoE through a module alias",
+        ),
+        Flagged(
+            "import vllm.model_executor.layers.fused_moe.layer as fml\n"
+            "import vllm.model_executor.layers.fused_moe.shared_fused_moe as sfm\n"
+            "LAYER_MAP = {fml.FusedMoE: 'QuantFusedMoE', sfm.SharedFusedMoE: 'QuantSharedFusedMoE'}\n",
+            lines=(3,),
+            note="a table keyed through two module aliases",
+        ),
+        Rewrite(
+            _IMPORT + "# The ``FusedMoE``/``SharedFusedMoE`` weights\nx = SharedFusedMoE\n",
+            _IMPORT_AFTER + "# The ``FusedMoE`` weights\nx = FusedMoE\n",
+            "a quoted pair in a comment",
+        ),
+        Rewrite(
+            _IMPORT + "# Wrapper for vLLM's SharedFusedMoE (v0.16-v0.19)\nx = SharedFusedMoE\n",
+            _IMPORT_AFTER + "# Wrapper for vLLM's SharedFusedMoE (v0.16-v0.19)\nx = FusedMoE\n",
+            "history in a comment stays as written",
+        ),
         Unchanged(
             "class SharedFusedMoE:\n    pass\n\n# SharedFusedMoE is ours\nx = SharedFusedMoE()\n",
             "a project's own class",
@@ -170,8 +214,8 @@ class SharedFusedMoeReference(Rule):
         }
         # Prose stays as it was while code in the file still says SharedFusedMoE, and where the
         # file tests whether the class exists ("runs with and without SharedFusedMoE").
-        fallbacks = analysis.uses.fallbacks if analysis.uses else ()
-        held = analysis.held or analysis.held_nodes or fallbacks
+        uses = analysis.uses
+        held = analysis.held or analysis.held_nodes or (uses and (uses.fallbacks or uses.module_kept))
         self._prose = not (analysis.defines_own or held) and (
             analysis.uses_vllm_class or (self.file.module or "").startswith("vllm.")
         )
