@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import libcst as cst
+from libcst.helpers import get_full_name_for_node
 
 from moe_migrate.codemod.rule import Flagged, Unchanged
-from moe_migrate.rules._uses import ReportsUses, Use, callee, names_removed, string_value
+from moe_migrate.rules._uses import ReportsUses, Use, callee, names_removed, source, string_value
 from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS, PACKAGE
 
 _IMPORT = "from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n"
@@ -81,6 +82,9 @@ class SharedFusedMoePatch(ReportsUses):
     def visit_Module(self, node: cst.Module) -> None:
         super().visit_Module(node)
         self._in_concatenation = 0
+        #: What encloses the string being read: the callees of the calls around it, and
+        #: "sys.modules" for a subscript of it, innermost last.
+        self._around: list[str] = []
 
     def describe(self, use: Use) -> tuple[str, str]:
         attr = use.detail[0] if use.detail else ""
@@ -136,32 +140,53 @@ class SharedFusedMoePatch(ReportsUses):
         text = string_value(node)
         if text is None or not names_removed(text):
             return
+        where = self._around[-1] if self._around else ""
+        if where == "sys.modules":
+            what = "A `sys.modules` stub of it hides that the real import is gone."
+        elif "patch" in where.rpartition(".")[2]:
+            what = "A patch with this target fails after the upgrade."
+        else:
+            what = (
+                "After the upgrade nothing exists under this name: importing it fails (and a "
+                "fallback for that case is what runs), and patching it fails."
+            )
         self.flag(
             node,
-            f'"{text}" names vLLM\'s removed `{OLD_CLASS}` or its deleted module. A patch with '
-            "this target fails after the upgrade, and a `sys.modules` stub of it hides that the "
-            "real import is gone.",
-            fix=f"Patch or stub `{PACKAGE}.{NEW_CLASS}` (the package still exists) where the "
-            "behaviour is still needed, and remove the stub of the deleted module.",
+            f'"{text}" names vLLM\'s removed `{OLD_CLASS}` or its deleted module. {what}',
+            fix=f"Name `{PACKAGE}.{NEW_CLASS}` (the package still exists) where the behaviour is "
+            "still needed, handling layers with and without shared experts; remove what only "
+            "served the deleted module.",
         )
 
+    def visit_Subscript(self, node: cst.Subscript) -> None:
+        self._around.append("sys.modules" if get_full_name_for_node(node.value) == "sys.modules" else "")
+
+    def leave_Subscript(self, original_node: cst.Subscript) -> None:
+        self._around.pop()
+
     def visit_Call(self, node: cst.Call) -> None:
+        self._around.append(callee(node))
         # setattr(fused_moe, "SharedFusedMoE", Mine), patch.object(module, "SharedFusedMoE", ...)
         if len(node.args) > 1 and callee(node).endswith(_SETTERS):
             if string_value(node.args[1].value) == OLD_CLASS:
-                message, fix = _replaced_message()
+                message, fix = _replaced_message(source(node.args[0].value).strip())
                 self.flag(node, message, fix=fix)
+
+    def leave_Call(self, original_node: cst.Call) -> None:
+        self._around.pop()
 
 
 def source_name(call: cst.CSTNode) -> str:
     return f"{callee(call)}(...)" if isinstance(call, cst.Call) else OLD_CLASS
 
 
-def _replaced_message() -> tuple[str, str]:
+def _replaced_message(owner: str = "") -> tuple[str, str]:
+    on = f"on `{owner}`" if owner else "on a vLLM module"
     return (
-        f"This replaces `{OLD_CLASS}` on a vLLM module. vLLM no longer builds or looks up a "
-        f"`{OLD_CLASS}`, so the replacement is never used; renamed, it would replace "
-        f"`{NEW_CLASS}` for every MoE layer.",
+        f"This replaces `{OLD_CLASS}` {on}. Once the class is gone vLLM no longer builds or "
+        f"looks up a `{OLD_CLASS}` (and a module migrated off it no longer binds the name), so "
+        f"the replacement is never used or fails; renamed, it would replace `{NEW_CLASS}` for "
+        "every MoE layer.",
         f"Replace or register your layer for `{NEW_CLASS}` (it now receives `shared_experts=`) "
         "so that it handles layers with and without shared experts.",
     )

@@ -22,7 +22,9 @@ class SharedFusedMoeRegistry(ReportsUses):
     builds every MoE layer, with or without shared experts.
 
     Fix safety: report only. Strings are never rewritten; `@SharedFusedMoE.register_oot` is left
-    as it was with the name's import and all its uses. Comparisons of a class name with a tuple
+    as it was with the name's import and all its uses. A list, tuple or set of names that also
+    holds "FusedMoE" already covers every MoE layer, so its "SharedFusedMoE" is only a dead
+    entry and is not reported. Comparisons of a class name with a tuple
     of names belong to `moe-class-name-check`; `__all__` lists and log text are left alone.
     """
 
@@ -57,6 +59,10 @@ class SharedFusedMoeRegistry(ReportsUses):
         Unchanged(
             'logger.info("SharedFusedMoE", extra=x)\n__all__ = ["SharedFusedMoE"]\n',
             "log text, an export list",
+        ),
+        Unchanged(
+            '_MOE_CLASS_NAMES = {"FusedMoE", "SharedFusedMoE", "RoutedExperts"}\n',
+            "names that also hold FusedMoE: the entry is dead, not a silent miss",
         ),
     )
 
@@ -119,7 +125,9 @@ class SharedFusedMoeRegistry(ReportsUses):
         self._elements(node)
 
     def _elements(self, node: cst.List | cst.Tuple | cst.Set) -> None:
-        if id(node) not in self._skip:
+        # Names that also hold "FusedMoE" cover every MoE layer: the other entry is only dead.
+        names = {string_value(element.value) for element in node.elements}
+        if id(node) not in self._skip and NEW_CLASS not in names:
             for element in node.elements:
                 self._report(element.value)
 
