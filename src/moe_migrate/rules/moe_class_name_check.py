@@ -49,8 +49,16 @@ class _Check:
 
 
 def _subject(node: cst.BaseExpression) -> cst.BaseExpression | None:
-    """``x`` of ``x.__class__.__name__`` or ``type(x).__name__``."""
-    if not (isinstance(node, cst.Attribute) and node.attr.value == "__name__"):
+    """``x`` of ``x.__class__.__name__``, ``type(x).__name__`` (or ``__qualname__``), or of
+    ``x._get_name()``, torch's name of a module's class."""
+    if (
+        isinstance(node, cst.Call)
+        and not node.args
+        and isinstance(node.func, cst.Attribute)
+        and node.func.attr.value == "_get_name"
+    ):
+        return node.func.value
+    if not (isinstance(node, cst.Attribute) and node.attr.value in ("__name__", "__qualname__")):
         return None
     inner = node.value
     if isinstance(inner, cst.Attribute) and inner.attr.value == "__class__":
@@ -135,7 +143,8 @@ class MoeClassNameCheck(Rule):
 
     Fix safety: safe for checks whose names are `"FusedMoE"` and `"SharedFusedMoE"`, or
     `"FusedMoE"` alone (`==`, `in` a literal tuple/list/set, either order, `or`-ed together,
-    `type(x).__name__` too); `!=`, `not in` and `not (...)` become `not is_moe_layer(x)`.
+    `type(x).__name__`, `__qualname__` and torch's `x._get_name()` too); `!=`, `not in` and
+    `not (...)` become `not is_moe_layer(x)`.
     `is_moe_layer` also accepts subclasses of `FusedMoE`, which is what vLLM itself now does.
     Two kinds of check are reported, not rewritten, because `is_moe_layer` would change what
     they match: one that mixes vLLM's names with others (`("FusedMoE", "AscendFusedMoE")`),
@@ -156,6 +165,11 @@ class MoeClassNameCheck(Rule):
             "if type(layer).__name__ in ('FusedMoE', 'SharedFusedMoE'):\n    init(layer)\n",
             "from vllm.utils import is_moe_layer\n\nif is_moe_layer(layer):\n    init(layer)\n",
             "type(x).__name__ in a tuple",
+        ),
+        Rewrite(
+            "if m._get_name() == 'FusedMoE' or type(m).__qualname__ == 'SharedFusedMoE':\n    init(m)\n",
+            "from vllm.utils import is_moe_layer\n\nif is_moe_layer(m):\n    init(m)\n",
+            "torch's _get_name() and __qualname__ name the class too",
         ),
         Rewrite(
             "from vllm.utils import random_uuid\n\n"
