@@ -24,6 +24,12 @@ _TRIVIAL = (
     "    def forward(self, hidden_states, router_logits):\n"
     "        return super().forward(hidden_states=hidden_states, router_logits=router_logits)\n"
 )
+_WRAPPER = (
+    "import torch\n\n\n"
+    "class SharedFusedMoE(torch.nn.Module):\n"
+    "    def forward(self, hidden_states, router_logits):\n"
+    "        return super().forward(hidden_states=hidden_states, router_logits=router_logits)\n"
+)
 _PAIR = (
     "from vllm.model_executor.layers.fused_moe.layer import FusedMoE\n\n\n"
     "class SharedFusedMoE(FusedMoE):\n"
@@ -79,6 +85,13 @@ def _returns_pair(function: cst.FunctionDef) -> bool:
 def what_it_overrides(cls: cst.ClassDef) -> list[str]:
     """What the class does beyond a ``forward`` that only returns ``super().forward(...)``."""
     out = []
+    bases = [get_full_name_for_node(base.value) or "" for base in cls.bases]
+    if not any(base.rpartition(".")[2] == NEW_CLASS for base in bases):
+        out.append(
+            f"it does not derive from `{NEW_CLASS}` (bases: {', '.join(bases) or 'none'}), so "
+            f"its uses renamed to `{NEW_CLASS}` build a different layer, whose `shared_experts=` "
+            "this tree may not handle"
+        )
     for statement in cls.body.body:
         if _is_docstring(statement) or (
             isinstance(statement, cst.SimpleStatementLine)
@@ -127,6 +140,7 @@ class SharedFusedMoeNotTrivial(Rule):
     WHOLE_FILE = True
     EXAMPLES = (
         Flagged(_PAIR, lines=(4,), note="vLLM 0.19's forward returns a pair", module=OLD_MODULES[0]),
+        Flagged(_WRAPPER, lines=(4,), note="a wrapper, not a FusedMoE at all", module=OLD_MODULES[0]),
         Unchanged(_TRIVIAL, "the thin subclass", module=OLD_MODULES[0]),
     )
 
