@@ -119,6 +119,23 @@ def test_subclasses_aliases_and_the_bases_they_read_are_kept() -> None:
         assert gone not in text
 
 
+def test_an_annotation_that_names_the_class_keeps_the_members_that_use_the_holder() -> None:
+    # `experts: SharedFusedMoE` says what `self.experts` is: `forward` names neither the class
+    # nor a construction, and moe-output-tuple must see it sliced as it does whole.
+    source = MODEL.replace(
+        b"        self.experts = SharedFusedMoE(num_experts=8, shared_experts=None)\n",
+        b"        self.experts = make_experts(config)\n",
+    ).replace(b'    """The MoE block."""\n', b'    """The MoE block."""\n\n    experts: SharedFusedMoE\n')
+    text = b"\n".join(_kept(source))
+    assert b"experts: SharedFusedMoE" in text
+    assert b"shared, routed = self.experts(hidden_states)" in text
+    assert b"def helper" not in text
+    whole = migrate_source(source, _rules(), FileContext("model.py"))
+    sliced = migrate_source(source, _rules(), FileContext("model.py"), FOCUS)
+    assert sliced == whole
+    assert [(f.rule, f.line) for f in whole.findings] == [("moe-output-tuple", 26)]
+
+
 def test_a_file_that_needs_most_of_its_lines_is_not_sliced() -> None:
     source = b"from vllm.model_executor.layers.fused_moe import SharedFusedMoE\nx = SharedFusedMoE\n"
     assert slicing.plan(source, ast.parse(source), FOCUS) is None

@@ -318,9 +318,9 @@ def _derived(
 
     ``from m import SharedFusedMoE as SFM`` and ``class NPUMoE(Mixin, SharedFusedMoE)`` give
     the classes ``SFM`` and ``NPUMoE`` and the base ``Mixin`` (and ``Mixin``'s own bases);
-    ``self.experts = SharedFusedMoE(...)`` gives the holder ``experts``. An expression is
-    judged by the lines it spans (never by unparsing it: that recurses, and a file may nest
-    deeper than the recursion limit allows).
+    ``self.experts = SharedFusedMoE(...)`` and ``experts: SharedFusedMoE`` give the holder
+    ``experts``. An expression is judged by the lines it spans (never by unparsing it: that
+    recurses, and a file may nest deeper than the recursion limit allows).
     """
 
     def mentions(node: ast.AST) -> bool:
@@ -334,8 +334,9 @@ def _derived(
                 classes.append(node)
             elif isinstance(node, ast.alias) and node.asname and of_class.search(node.name.encode()):
                 yield "class", node.asname
-            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
-                if mentions(node.value):
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr)):
+                typed = isinstance(node, ast.AnnAssign) and mentions(node.annotation)
+                if typed or (node.value is not None and mentions(node.value)):
                     targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                     yield from (("holder", n) for t in targets for n in _target_names(t))
     for cls in classes:

@@ -148,6 +148,10 @@ class Uses:
     #: True when a binding of the deleted module is used for more than the class: its import
     #: stays, and shared-fused-moe-import reports it.
     module_kept: bool = False
+    #: Names annotated as the class (``experts: SharedFusedMoE`` in a class body stands for
+    #: ``self.experts``), whatever built what they hold: what calling them returned is known,
+    #: not how the layer was made, so only ``moe-output-tuple`` reads them.
+    annotated_layers: Layers = field(default_factory=Layers)
     #: Layers built as vLLM's ``FusedMoE`` with ``shared_experts=``: what the renames make of
     #: the class, and what code migrated by hand says.
     fused_layers: Layers = field(default_factory=Layers)
@@ -225,6 +229,7 @@ def find_uses(
             uses.subclasses.setdefault(cls.name.value, cls)
     for expr, ps, _ in exprs:
         _record_layer(expr, ps, uses)
+        _record_annotated(expr, ps, uses)
     for ref, cls in local_classes.items():
         if ref in found and cls in uses.subclasses.values():
             _record_layer(*found[ref], uses)
@@ -564,9 +569,13 @@ def _defines(cls: cst.ClassDef, name: str) -> bool:
 
 
 def _builds_with_shared_experts(expr: cst.CSTNode, ps: Parents) -> bool:
-    """``...FusedMoE(..., shared_experts=<anything but None>)``, written as the renames (and
-    formatters) write it, so that the rule's trigger ``FusedMoE(`` with ``shared_experts=`` is
-    exact: the name right before the parenthesis, no space before the ``=``."""
+    """``...FusedMoE(..., shared_experts=...)``, written as the renames (and formatters) write
+    it, so that the rule's trigger ``FusedMoE(`` with ``shared_experts=`` is exact: the name
+    right before the parenthesis, no space before the ``=``.
+
+    Whatever the value, ``None`` included: ``SharedFusedMoE(shared_experts=None)`` returned
+    ``(None, fused_out)`` and is renamed to ``FusedMoE(shared_experts=None)``, which returns
+    one tensor, so code that unpacks it is reported before and after the rename alike."""
     call = ps[-1] if ps else None
     if not (isinstance(call, cst.Call) and call.func is expr and _no_space(call.whitespace_after_func)):
         return False
@@ -577,7 +586,6 @@ def _builds_with_shared_experts(expr: cst.CSTNode, ps: Parents) -> bool:
         and arg.keyword.value == "shared_experts"
         and isinstance(arg.equal, cst.AssignEqual)
         and _no_space(arg.equal.whitespace_before)
-        and not (isinstance(arg.value, cst.Name) and arg.value.value == "None")
         for arg in call.args
     )
 
@@ -602,13 +610,35 @@ def _record_layer(expr: cst.CSTNode, ps: Parents, uses: Uses, fused: bool = Fals
     else:
         return
     for target in targets:
-        attribute = self_attribute(target)
-        if attribute is not None:
-            owner = next((p for p in reversed(ps) if isinstance(p, cst.ClassDef)), None)
-            if owner is not None:
-                layers.attributes.setdefault(id(owner), set()).add(attribute)
-        elif isinstance(target, cst.Name):
-            layers.names.setdefault(id(_function(ps)), set()).add(target.value)
+        _hold(target, ps, layers)
+
+
+def _record_annotated(expr: cst.CSTNode, ps: Parents, uses: Uses) -> None:
+    """Note ``X: SharedFusedMoE`` in a class body, ``self.X: SharedFusedMoE = ...`` or a local
+    ``x: SharedFusedMoE = ...``: X or x holds a layer of the class. The class itself only, not
+    ``Optional[...]``; not a parameter (a patched-in method's ``self: SharedFusedMoE``)."""
+    if not (len(ps) > 1 and isinstance(ps[-1], cst.Annotation) and ps[-1].annotation is expr):
+        return
+    holder = ps[-2]
+    if not (isinstance(holder, cst.AnnAssign) and holder.annotation is ps[-1]):
+        return
+    scope = next((p for p in reversed(ps) if isinstance(p, (cst.ClassDef, cst.FunctionDef))), None)
+    if isinstance(scope, cst.ClassDef) and isinstance(holder.target, cst.Name):
+        # `experts: SharedFusedMoE` in the class body: what `self.experts` holds.
+        uses.annotated_layers.attributes.setdefault(id(scope), set()).add(holder.target.value)
+    else:
+        _hold(holder.target, ps, uses.annotated_layers)
+
+
+def _hold(target: cst.BaseExpression, ps: Parents, layers: Layers) -> None:
+    """Note that ``target`` (``self.X``, or a local ``x``) holds a layer of this kind."""
+    attribute = self_attribute(target)
+    if attribute is not None:
+        owner = next((p for p in reversed(ps) if isinstance(p, cst.ClassDef)), None)
+        if owner is not None:
+            layers.attributes.setdefault(id(owner), set()).add(attribute)
+    elif isinstance(target, cst.Name):
+        layers.names.setdefault(id(_function(ps)), set()).add(target.value)
 
 
 def self_attribute(node: cst.CSTNode) -> str | None:
@@ -762,7 +792,10 @@ class TracksLayers(ReportsUses):
     def is_layer(self, expr: cst.CSTNode, fused: bool = False) -> bool:
         """``self.X`` or ``x`` holds a layer built as the class (or a subclass defined here);
         with ``fused``, one built as vLLM's ``FusedMoE`` with ``shared_experts=``."""
-        layers = self.uses.fused_layers if fused else self.uses.layers
+        return self.held_in(self.uses.fused_layers if fused else self.uses.layers, expr)
+
+    def held_in(self, layers: Layers, expr: cst.CSTNode) -> bool:
+        """``self.X`` (in the class being visited) or ``x`` (in the function) is in ``layers``."""
         attribute = self_attribute(expr)
         if attribute is not None:
             owner = id(self._classes[-1]) if self._classes else None

@@ -8,7 +8,7 @@ import libcst as cst
 
 from moe_migrate.codemod.rule import Flagged, Unchanged
 from moe_migrate.rules._uses import TracksLayers, callee, source
-from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS
+from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS, bound_to
 
 _LAYER = (
     "from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n\n\n"
@@ -19,12 +19,25 @@ _LAYER = (
 )
 
 
+#: What ``cast`` must be imported as, and ``typing`` for ``typing.cast``.
+_CASTS = frozenset({"typing.cast", "typing_extensions.cast"})
+_TYPING = frozenset({"typing", "typing_extensions"})
+
+
 @dataclass(frozen=True)
 class _Layer:
     """A layer whose output is unpacked: as spelled, and whether it was built as FusedMoE."""
 
     name: str
     fused: bool
+
+
+@dataclass(frozen=True)
+class _Local:
+    """What a local holds: the output of ``layer`` or, with ``alias``, the layer itself."""
+
+    layer: _Layer
+    alias: bool = False
 
 
 class MoeOutputTuple(TracksLayers):
@@ -35,8 +48,14 @@ class MoeOutputTuple(TracksLayers):
     `FusedMoE` returns one tensor with the shared experts' output already added: unpacking it
     fails or, with two tokens, silently splits the batch, and `out[0]` silently takes a row.
     The same holds for a subclass whose `forward` returns a pair, and for a layer built as
-    `FusedMoE` with `shared_experts=`: that is what the rename makes of the class, so the
-    finding stays until the code is fixed, and code renamed by hand is checked too.
+    `FusedMoE` with `shared_experts=` (`None` included: the class returned `(None, fused_out)`
+    then): that is what the rename makes of the class, so the finding stays until the code is
+    fixed, and code renamed by hand is checked too. The layer may be reached through a local
+    (`fused = self.experts`), through `typing.cast(SharedFusedMoE, ...)`, or through an
+    annotation that names the class (`experts: SharedFusedMoE` in the class body, a local):
+    a cast or an annotation to the class says the value is one. Once renamed, they name
+    `FusedMoE`, which alone says nothing of shared experts: where nothing else in the file
+    builds the layer, only the run that renames reports it.
 
     Fix safety: report only. The rename of the layer's class still happens; the code that
     consumes the output is for a human, who usually deletes the separate shared-expert
@@ -113,6 +132,88 @@ class MoeOutputTuple(TracksLayers):
         ),
         Flagged(
             "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n\n"
+            "def routed_output(h, r):\n"
+            "    m = FusedMoE(shared_experts=None, num_experts=8)\n"
+            "    shared, routed = m(h, r)\n"
+            "    return routed\n",
+            lines=(6,),
+            note="FusedMoE(shared_experts=None): the rename of SharedFusedMoE(shared_experts=None)",
+        ),
+        Flagged(
+            _LAYER + "        fused = self.experts\n"
+            "        shared_out, routed_out = fused(hidden_states, router_logits)\n"
+            "        return shared_out + routed_out\n",
+            lines=(10,),
+            note="through a local that holds the layer",
+        ),
+        Flagged(
+            "from typing import cast\n\n"
+            "from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n\n\n"
+            "class MoEBlock:\n"
+            "    def forward(self, hidden_states, router_logits):\n"
+            "        fused_experts = cast(SharedFusedMoE, self.experts)\n"
+            "        shared_out, routed_out = fused_experts(hidden_states=hidden_states, router_logits=router_logits)\n"
+            "        return shared_out + routed_out\n",
+            lines=(9,),
+            note="a cast to the class, wherever the layer was built",
+        ),
+        Flagged(
+            "from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n\n\n"
+            "class MoEBlock:\n"
+            "    experts: SharedFusedMoE\n\n"
+            "    def forward(self, hidden_states, router_logits):\n"
+            "        out = self.experts(hidden_states, router_logits)\n"
+            "        return out[0] + out[1]\n",
+            lines=(9,),
+            note="an annotation in the class body",
+        ),
+        Flagged(
+            "from typing import cast\n\n"
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n\n"
+            "class MoEBlock:\n"
+            "    def __init__(self):\n"
+            "        self.experts = FusedMoE(shared_experts=self.shared_mlp, num_experts=8)\n\n"
+            "    def forward(self, x, logits):\n"
+            "        fused = cast(FusedMoE, self.experts)\n"
+            "        shared_out, routed_out = fused(x, logits)\n"
+            "        return shared_out + routed_out\n",
+            lines=(12,),
+            note="after the rename: a cast to FusedMoE of a layer with shared experts",
+        ),
+        Unchanged(
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n\n"
+            "class MoEBlock:\n"
+            "    def __init__(self):\n"
+            "        self.experts = FusedMoE(num_experts=8)\n"
+            "        self.shared = FusedMoE(shared_experts=self.shared_mlp, num_experts=8)\n\n"
+            "    def forward(self, x, logits):\n"
+            "        experts = self.experts\n"
+            "        a, b = experts(x, logits)\n        return a\n",
+            "a local holding a FusedMoE built without shared experts",
+        ),
+        Unchanged(
+            "from typing import cast\n\n"
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n\n"
+            "class MoEBlock:\n"
+            "    def forward(self, x, logits):\n"
+            "        fused = cast(FusedMoE, self.experts)\n"
+            "        a, b = fused(x, logits)\n        return a\n",
+            "a cast to FusedMoE alone, of a layer built elsewhere",
+        ),
+        Unchanged(
+            "from typing import cast\n\n"
+            "from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n\n\n"
+            "class MoEBlock:\n"
+            "    def forward(self, x, logits):\n"
+            "        out = cast(SharedFusedMoE, self.experts)(x, logits)\n"
+            "        if isinstance(out, tuple):\n"
+            "            shared, out = out\n"
+            "            out = out + shared\n"
+            "        return out\n",
+            "a cast to the class, with code that takes both a pair and one tensor",
+        ),
+        Flagged(
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n\n"
             "class AriaFusedMoE(FusedMoE):\n"
             "    def weight_loader(self, param, weight):\n        param.copy_(weight)\n\n\n"
             "class MoEBlock:\n"
@@ -139,45 +240,45 @@ class MoeOutputTuple(TracksLayers):
 
     def visit_Module(self, node: cst.Module) -> None:
         super().visit_Module(node)
-        #: Per function: local name -> the layer whose output it holds.
-        self._outputs: list[dict[str, _Layer]] = [{}]
+        #: Per function: local name -> the layer whose output it holds, or the layer itself.
+        self._locals: list[dict[str, _Local]] = [{}]
         #: Per function: locals whose output is tested with `isinstance(x, tuple)`.
         self._guarded: list[set[str]] = [set()]
         self._pair_forward: cst.FunctionDef | None = None
         self._statement: cst.CSTNode | None = None
         self._reported: set[int] = set()
-        #: Per open `if`: the outputs before it, and at the end of its body.
-        self._branches: list[tuple[dict[str, _Layer], dict[str, _Layer]]] = []
+        #: Per open `if`: the locals before it, and at the end of its body.
+        self._branches: list[tuple[dict[str, _Local], dict[str, _Local]]] = []
 
     # A local may hold the output after either branch of an `if`: `else` starts from the state
     # before the `if`, and what each branch left is merged after it.
 
     def visit_If(self, node: cst.If) -> None:
-        self._branches.append((dict(self._outputs[-1]), {}))
+        self._branches.append((dict(self._locals[-1]), {}))
 
     def leave_If_body(self, node: cst.If) -> None:
         before, body_end = self._branches[-1]
-        outputs = self._outputs[-1]
-        body_end.update(outputs)
-        outputs.clear()
-        outputs.update(before)
+        held = self._locals[-1]
+        body_end.update(held)
+        held.clear()
+        held.update(before)
 
     def leave_If(self, original_node: cst.If) -> None:
-        self._outputs[-1].update(self._branches.pop()[1])
+        self._locals[-1].update(self._branches.pop()[1])
 
     def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> None:
         self._statement = node
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         super().visit_FunctionDef(node)
-        self._outputs.append({})
+        self._locals.append({})
         self._guarded.append(set())
         if node.name.value == "forward" and self.in_subclass() and self._pair_forward is None:
             self._pair_forward = node
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         super().leave_FunctionDef(original_node)
-        self._outputs.pop()
+        self._locals.pop()
         self._guarded.pop()
         if self._pair_forward is original_node:
             self._pair_forward = None
@@ -200,28 +301,72 @@ class MoeOutputTuple(TracksLayers):
             fused = self._built(func)
             return None if fused is None else _Layer(source(func), fused)
         if isinstance(expr, cst.Name) and expr.value not in self._guarded[-1]:
-            return self._outputs[-1].get(expr.value)
+            held = self._locals[-1].get(expr.value)
+            return held.layer if held is not None and not held.alias else None
         return None
 
     def _built(self, expr: cst.BaseExpression) -> bool | None:
         """Whether ``expr`` holds a layer built as ``FusedMoE`` (True) or as the class (False);
-        None when it holds no layer."""
-        if self.is_layer(expr):
+        None when it holds no layer.
+
+        Besides the layers the shared analysis found (built or annotated), a local assigned one
+        (``fused = self.experts``) holds it, and so does ``typing.cast(T, layer)``, which is
+        ``layer`` itself; a cast to the class says that whatever it casts is one.
+        """
+        if self.is_layer(expr) or self.held_in(self.uses.annotated_layers, expr):
             return False
-        return True if self.is_layer(expr, fused=True) else None
+        if self.is_layer(expr, fused=True):
+            return True
+        if isinstance(expr, cst.Name):
+            held = self._locals[-1].get(expr.value)
+            return held.layer.fused if held is not None and held.alias else None
+        if self._is_cast(expr):
+            kind, value = expr.args  # type: ignore[attr-defined]
+            fused = self._built(value.value)
+            if fused is None and id(kind.value) in self.uses.class_exprs:
+                return False
+            return fused
+        return None
+
+    def _is_cast(self, expr: cst.BaseExpression) -> bool:
+        """``expr`` is ``cast(T, value)`` with ``cast`` imported from ``typing`` (or
+        ``typing_extensions``), or ``typing.cast(T, value)``."""
+        if not (isinstance(expr, cst.Call) and len(expr.args) == 2):
+            return False
+        if any(arg.keyword is not None or arg.star for arg in expr.args):
+            return False
+        scope = self.analysis.scopes.get(expr)
+        if scope is None:
+            return False
+        func = expr.func
+        if isinstance(func, cst.Name):
+            return bound_to(scope, func.value, _CASTS, self.file) is True
+        if isinstance(func, cst.Attribute) and func.attr.value == "cast" and isinstance(func.value, cst.Name):
+            return bound_to(scope, func.value.value, _TYPING, self.file) is True
+        return False
 
     def leave_Assign(self, original_node: cst.Assign) -> None:
-        layer = self._output_of(original_node.value)
-        outputs = self._outputs[-1]
         for target in original_node.targets:
-            if isinstance(target.target, (cst.Tuple, cst.List)) and layer is not None:
-                self._report(original_node, layer, "unpacks")
-            elif isinstance(target.target, cst.Name):
-                # Assigned after the right-hand side was read: `out = out[0] + out[1]` is a use.
-                if layer is not None and isinstance(original_node.value, cst.Call):
-                    outputs[target.target.value] = layer
-                else:
-                    outputs.pop(target.target.value, None)
+            self._bind(original_node, target.target, original_node.value)
+
+    def leave_AnnAssign(self, original_node: cst.AnnAssign) -> None:
+        if original_node.value is not None:
+            self._bind(original_node, original_node.target, original_node.value)
+
+    def _bind(self, node: cst.CSTNode, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        """``target = value``: report an unpacked output; note what a local now holds."""
+        layer = self._output_of(value)
+        held = self._locals[-1]
+        if isinstance(target, (cst.Tuple, cst.List)) and layer is not None:
+            self._report(node, layer, "unpacks")
+        elif isinstance(target, cst.Name):
+            # Assigned after the right-hand side was read: `out = out[0] + out[1]` is a use.
+            if layer is not None and isinstance(value, cst.Call):
+                held[target.value] = _Local(layer)
+            elif (fused := self._built(value)) is not None:
+                held[target.value] = _Local(_Layer(source(value), fused), alias=True)
+            else:
+                held.pop(target.value, None)
 
     def visit_Subscript(self, node: cst.Subscript) -> None:
         layer = self._output_of(node.value)
