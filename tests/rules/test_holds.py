@@ -125,6 +125,20 @@ _held = [
         {"shared-fused-moe-reference"},
         id="table-with-different-handlers",
     ),
+    pytest.param(
+        OLD + "__all__: list[str] = []\n__all__ += ['SharedFusedMoE']\n__all__.append('SharedFusedMoE')\n"
+        "__all__.extend(('SharedFusedMoE',))\nlayer = SharedFusedMoE()\n",
+        SAME,
+        {"shared-fused-moe-import"},
+        id="re-exported-through-__all__",
+    ),
+    pytest.param(
+        FUSED + "try:\n    " + OLD + "except ImportError:\n    SharedFusedMoE = FusedMoE\n"
+        "__all__ = ('SharedFusedMoE',)\n",
+        SAME,
+        {"shared-fused-moe-import"},
+        id="a-re-exported-name-keeps-its-safe-fallback",
+    ),
 ]
 
 _migrated = [
@@ -189,6 +203,18 @@ _migrated = [
         set(),
         id="duplicate-rows-go",
     ),
+    pytest.param(
+        OLD + "def names():\n    __all__ = ['SharedFusedMoE']\n    return __all__\nlayer = SharedFusedMoE()\n",
+        FUSED + "def names():\n    __all__ = ['SharedFusedMoE']\n    return __all__\nlayer = FusedMoE()\n",
+        set(),
+        id="a-local-named-__all__-is-no-export",
+    ),
+    pytest.param(
+        OLD + "def patched_init(self):\n    self.use_overlapped = False\nlayer = SharedFusedMoE()\n",
+        FUSED + "def patched_init(self):\n    self.use_overlapped = False\nlayer = FusedMoE()\n",
+        set(),
+        id="self-outside-any-class",
+    ),
 ]
 
 
@@ -218,3 +244,27 @@ def test_all_rules_together(all_rules, before: str, after: str | None, rules: se
     assert _undefined(got) <= _undefined(before.encode())  # the cases use names they never define
     again = run(all_rules, got)
     assert isinstance(again, Unchanged)
+
+
+#: Code the renames rewrite, whose findings must hold on what they write: a second run, or a
+#: CI check after the rewrite, reports the same lines.
+_second_run = [
+    pytest.param(OLD + "layer = SharedFusedMoE(shared_experts=mlp, use_overlapped=False)\n", id="argument"),
+    pytest.param(
+        OLD + "def f(mlp):\n    m = SharedFusedMoE(shared_experts=mlp)\n"
+        "    return m._shared_experts if m.use_overlapped else None\n",
+        id="attributes-of-a-layer",
+    ),
+    pytest.param(
+        OLD + "class NPUMoE(SharedFusedMoE):\n    def shared(self, x):\n        return self._shared_experts(x)\n",
+        id="attribute-read-in-a-subclass",
+    ),
+]
+
+
+@pytest.mark.parametrize("before", _second_run)
+def test_a_second_run_reports_what_the_first_did(all_rules, before: str) -> None:
+    first = run(all_rules, before)
+    assert isinstance(first, Changed) and first.findings
+    second = run(all_rules, first.after)
+    assert [(f.rule, f.line) for f in second.findings] == [(f.rule, f.line) for f in first.findings]

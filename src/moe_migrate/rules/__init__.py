@@ -78,7 +78,16 @@ CATALOG: tuple[RuleSpec, ...] = (
         names=_RENAMED_TO,
         focus=(b"SharedFusedMoE", b"shared_experts="),
     ),
-    RuleSpec("shared-fused-moe-only-api", (b"SharedFusedMoE",)),
+    # What the renames make of the class is checked too: `use_overlapped=` on a call of
+    # `FusedMoE`, the attributes read on a layer built as `FusedMoE(..., shared_experts=...)` or
+    # on `self` in a subclass of it (written `x._shared_experts`). Kept of such a file: the
+    # statements that name the attributes, and those that build the layer.
+    RuleSpec(
+        "shared-fused-moe-only-api",
+        (b"SharedFusedMoE", (b"FusedMoE", b"use_overlapped"), (b"FusedMoE", b"._shared_experts")),
+        names=_RENAMED_TO,
+        focus=(b"SharedFusedMoE", b"use_overlapped", b"_shared_experts", b"shared_experts="),
+    ),
     # A class-name check needs a string literal of one of vLLM's names: it ends in a quote.
     RuleSpec("moe-class-name-check", (b"FusedMoE'", b'FusedMoE"'), names=("is_moe_layer",)),
     RuleSpec("vllm-remove-shared-fused-moe", _SHARED_FUSED_MOE, tree=True),

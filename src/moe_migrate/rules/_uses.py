@@ -28,6 +28,9 @@ Uses that hold their binding, by the rule that reports them:
   both classes and different handlers (with the same handler, the row is removed instead).
 - ``shared-fused-moe-import-fallback``: a ``try``/``if`` around the import whose fallback is not
   vLLM's ``FusedMoE`` itself.
+- ``shared-fused-moe-import``: a module that re-exports the class under its old name: its
+  ``__all__`` lists ``"SharedFusedMoE"``, or it imports it ``as SharedFusedMoE``. Renamed, the
+  import would no longer bind the name the module exports.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ PATCH = "shared-fused-moe-patch"
 REGISTRY = "shared-fused-moe-registry"
 ISINSTANCE = "shared-fused-moe-isinstance"
 REFERENCE = "shared-fused-moe-reference"
+IMPORT = "shared-fused-moe-import"
 
 #: Methods the removed class defined itself: reached through it, they are not FusedMoE's.
 OWN_METHODS = frozenset({"forward", "__init__"})
@@ -155,12 +159,17 @@ class Uses:
     #: Layers built as vLLM's ``FusedMoE`` with ``shared_experts=``: what the renames make of
     #: the class, and what code migrated by hand says.
     fused_layers: Layers = field(default_factory=Layers)
+    #: Calls of vLLM's ``FusedMoE`` itself.
+    fused_calls: set[int] = field(default_factory=set)
+    #: Classes of this module deriving from vLLM's ``FusedMoE``, by name.
+    fused_subclasses: dict[str, cst.ClassDef] = field(default_factory=dict)
     #: (table, row): a row for the class in a table whose FusedMoE row has the same handler.
     duplicate_rows: list[tuple[cst.CSTNode, cst.CSTNode]] = field(default_factory=list)
 
 
 class _Ancestry:
-    """One walk: the parents of the wanted nodes, the classes defined, dotted-name strings."""
+    """One walk: the parents of the wanted nodes, the classes defined, dotted-name strings, and
+    the strings that say the class's name."""
 
     def __init__(self, wanted: set[int]) -> None:
         self.wanted = wanted
@@ -169,6 +178,8 @@ class _Ancestry:
         self.found: dict[int, tuple[cst.CSTNode, Parents]] = {}
         self.classes: dict[str, cst.ClassDef] = {}
         self.names_removed = False
+        #: ``"SharedFusedMoE"`` string literals, with their parents.
+        self.class_names: list[tuple[cst.CSTNode, Parents]] = []
 
     def walk(self, node: cst.CSTNode) -> None:
         if id(node) in self.wanted:
@@ -178,6 +189,8 @@ class _Ancestry:
         elif isinstance(node, (cst.SimpleString, cst.ConcatenatedString)):
             text = string_value(node)
             self.names_removed = self.names_removed or bool(text and names_removed(text))
+            if text == OLD_CLASS:
+                self.class_names.append((node, tuple(self.stack)))
         self.stack.append(node)
         for child in children(node):
             self.walk(child)
@@ -233,11 +246,15 @@ def find_uses(
     for ref, cls in local_classes.items():
         if ref in found and cls in uses.subclasses.values():
             _record_layer(*found[ref], uses)
+    for node, ps in fused:
+        cls = _class_with_base(node, ps)
+        if cls is not None:
+            uses.fused_subclasses.setdefault(cls.name.value, cls)
+        elif ps and isinstance(ps[-1], cst.Call) and ps[-1].func is node:
+            uses.fused_calls.add(id(ps[-1]))
     # Layers built as vLLM's FusedMoE with shared experts (what the renames make of the class),
     # or as a subclass of it defined here that keeps FusedMoE's forward.
-    fused_subclasses = [
-        cls for node, ps in fused if (cls := _class_with_base(node, ps)) is not None and not _defines(cls, "forward")
-    ]
+    fused_subclasses = [cls for cls in uses.fused_subclasses.values() if not _defines(cls, "forward")]
     builders = fused + [found[ref] for ref, cls in local_classes.items() if ref in found and cls in fused_subclasses]
     for node, ps in builders:
         if _builds_with_shared_experts(node, ps):
@@ -253,6 +270,7 @@ def find_uses(
         use = _classify(expr, ps, context)
         if use is not None:
             uses.held.append(use)
+    uses.held += _reexports(analysis, walk.class_names, file)
     statements = {id(b.alias): found.get(id(b.statement), (None, ()))[1] for b in analysis.classes}
     uses.fallbacks, uses.fallback_nodes = _fallbacks(analysis, statements, fused_ids, file)
     # A dotted string naming the class or its module is a patch or a stub: renaming the imports
@@ -264,6 +282,38 @@ def find_uses(
                 analysis.held_nodes.update((id(expr), id(binding.statement)))
         uses.duplicate_rows.clear()
     return uses
+
+
+def _reexports(analysis: Analysis, strings: list[tuple[cst.CSTNode, Parents]], file: FileContext) -> list[Use]:
+    """The module re-exports vLLM's class under its old name: its ``__all__`` lists it, or it
+    imports it ``as SharedFusedMoE`` (the explicit re-export form). Renamed, the import would
+    no longer bind the name the module exports; whose API that is, is not for a rename to guess."""
+    if is_removal_target(file):
+        return []  # vLLM's own package: the tree-level removal stops exporting it
+    exported = [b for b in analysis.classes if b.local == OLD_CLASS and b.scope.kind == "module"]
+    if not exported:
+        return []
+    found = [Use(IMPORT, "all", node) for node, ps in strings if _in_all(node, ps)]
+    return found + [Use(IMPORT, "as", b.alias) for b in exported if b.alias.asname is not None]
+
+
+def _in_all(node: cst.CSTNode, ps: Parents) -> bool:
+    """``node`` is an entry of the module's ``__all__``: ``__all__ = [...]`` (also ``+=`` and
+    annotated), ``__all__.append(...)``, ``__all__.extend([...])``."""
+    if any(isinstance(p, (cst.FunctionDef, cst.ClassDef, cst.Lambda)) for p in ps):
+        return False
+    i, value = len(ps), node
+    if i > 2 and isinstance(ps[i - 1], cst.Element) and isinstance(ps[i - 2], (cst.List, cst.Tuple, cst.Set)):
+        i -= 2
+        value = ps[i]
+    parent = ps[i - 1]
+    if isinstance(parent, cst.Assign) and parent.value is value:
+        return any(get_full_name_for_node(t.target) == "__all__" for t in parent.targets)
+    if isinstance(parent, (cst.AugAssign, cst.AnnAssign)) and parent.value is value:
+        return get_full_name_for_node(parent.target) == "__all__"
+    if isinstance(parent, cst.Arg) and i > 1 and isinstance(ps[i - 2], cst.Call):
+        return callee(ps[i - 2]) in ("__all__.append", "__all__.extend")  # type: ignore[arg-type]
+    return False
 
 
 def _resolve_chain(ref: cst.CSTNode, ps: Parents, target: str) -> tuple[cst.CSTNode, Parents, str] | None:
@@ -804,6 +854,8 @@ class TracksLayers(ReportsUses):
             return expr.value in layers.names.get(id(self._functions[-1]), ())
         return False
 
-    def in_subclass(self) -> bool:
-        """Visiting the body of a class defined here that derives from the class."""
-        return bool(self._classes) and any(c is self._classes[-1] for c in self.uses.subclasses.values())
+    def in_subclass(self, fused: bool = False) -> bool:
+        """Visiting the body of a class defined here that derives from the class (``fused``:
+        from vLLM's ``FusedMoE``)."""
+        classes = self.uses.fused_subclasses if fused else self.uses.subclasses
+        return bool(self._classes) and any(c is self._classes[-1] for c in classes.values())

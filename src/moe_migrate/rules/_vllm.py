@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 PACKAGE = "vllm.model_executor.layers.fused_moe"
 OLD_CLASS = "SharedFusedMoE"
 NEW_CLASS = "FusedMoE"
-#: Modules that defined the removed class: the current one, then its earlier home.
-OLD_MODULES = (f"{PACKAGE}.shared_fused_moe", "vllm.model_executor.layers.shared_fused_moe")
+#: Modules that defined the removed class: the current one, then its earlier home (vLLM 0.10.2:
+#: a package ``layers/shared_fused_moe/`` that re-exported it from a module of the same name).
+_EARLIER = "vllm.model_executor.layers.shared_fused_moe"
+OLD_MODULES = (f"{PACKAGE}.shared_fused_moe", _EARLIER, f"{_EARLIER}.shared_fused_moe")
 OLD_QUALNAMES = frozenset(f"{m}.{OLD_CLASS}" for m in (PACKAGE, *OLD_MODULES))
 NEW_QUALNAMES = frozenset({f"{PACKAGE}.{NEW_CLASS}", f"{PACKAGE}.layer.{NEW_CLASS}"})
 #: What the removed class's uses become.

@@ -9,6 +9,7 @@ from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.imports import dotted, isort_key
 from moe_migrate.codemod.rule import Flagged, Rewrite, Rule, Unchanged
 from moe_migrate.codemod.sequence import drop_at
+from moe_migrate.rules._uses import Use
 from moe_migrate.rules._vllm import (
     NEW_CLASS,
     OLD_CLASS,
@@ -36,8 +37,11 @@ class SharedFusedMoeImport(Rule):
     import from the package; an alias of the user's choosing is kept; a block of sorted names
     stays sorted; if `FusedMoE` already names something else in the file, vLLM's class is imported
     as `VllmFusedMoE`. An import of the old module object is rewritten with its uses; if the
-    module is used for anything but the class, it is reported instead. Always runs together
-    with `shared-fused-moe-reference`, which renames the uses.
+    module is used for anything but the class, it is reported instead. A module that
+    re-exports the class under its old name (its `__all__` lists "SharedFusedMoE", or it
+    imports it `as SharedFusedMoE`) is reported and left whole: renamed, the name it exports
+    would be unbound, and which name a plugin's API should keep is not for a rename to guess.
+    Always runs together with `shared-fused-moe-reference`, which renames the uses.
     """
 
     ID = "shared-fused-moe-import"
@@ -77,9 +81,37 @@ class SharedFusedMoeImport(Rule):
             "from the deleted module, joining the package's import",
         ),
         Rewrite(
+            "from vllm.model_executor.layers.shared_fused_moe.shared_fused_moe import SharedFusedMoE\n",
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n",
+            "from its module in vLLM 0.10.2",
+        ),
+        Rewrite(
             "from vllm.model_executor.layers.fused_moe import SharedFusedMoE as SFM\n",
             "from vllm.model_executor.layers.fused_moe import FusedMoE as SFM\n",
             "an alias is kept",
+        ),
+        Rewrite(
+            "from vllm.model_executor.layers.fused_moe import SharedFusedMoE as MoELayer\n\n"
+            '__all__ = ["MoELayer"]\n',
+            "from vllm.model_executor.layers.fused_moe import FusedMoE as MoELayer\n\n"
+            '__all__ = ["MoELayer"]\n',
+            "exported under an alias of the module's own: the alias and the export stay",
+        ),
+        Flagged(
+            "from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n\n"
+            "from .linear import MyLinear\n\n"
+            '__all__ = ["MyLinear", "SharedFusedMoE"]\n',
+            lines=(5,),
+            note="a plugin module that re-exports the class: left whole",
+            module="myplug.layers",
+            is_package=True,
+        ),
+        Flagged(
+            "from vllm.model_executor.layers.fused_moe import SharedFusedMoE as SharedFusedMoE\n",
+            lines=(1,),
+            note="the explicit re-export form",
+            module="myplug.layers",
+            is_package=True,
         ),
         Rewrite(
             "import vllm.model_executor.layers.fused_moe.shared_fused_moe as sfm\n"
@@ -102,6 +134,17 @@ class SharedFusedMoeImport(Rule):
             "from vllm.model_executor.layers.fused_moe import AscendSharedFusedMoE\n",
             "a name that merely contains it",
         ),
+        Unchanged(
+            "from myplug.ops import SharedFusedMoE\n\n"
+            '__all__ = ["SharedFusedMoE"]\n',
+            "a plugin exporting its own class of that name",
+        ),
+        Unchanged(
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n"
+            "SharedFusedMoE = FusedMoE\n"
+            '__all__ = ["FusedMoE", "SharedFusedMoE"]\n',
+            "a deliberate alias that keeps the name in a plugin's API",
+        ),
     )
 
     @classmethod
@@ -114,6 +157,9 @@ class SharedFusedMoeImport(Rule):
         analysis = self.shared(analyse)
         self._removed: set[int] = set()
         self._module = node
+        for use in analysis.uses.held if analysis.uses else ():
+            if use.rule == self.ID:
+                self._report_export(use)
         # A held binding keeps its import: one of its uses is left for a human (see `_uses`).
         for statement in {
             id(b.statement): b.statement for b in analysis.classes if not analysis.is_held(b)
@@ -141,6 +187,25 @@ class SharedFusedMoeImport(Rule):
                     self.replace(attribute, dotted(f"{PACKAGE}.{NEW_CLASS}"))
                 else:
                     self.replace(attribute.attr, cst.Name(NEW_CLASS))
+
+    def _report_export(self, use: Use) -> None:
+        """The module re-exports the class: its ``__all__`` lists it, or ``... as SharedFusedMoE``."""
+        how = (
+            f'`__all__` lists "{OLD_CLASS}", a name this module binds by importing vLLM\'s removed class'
+            if use.kind == "all"
+            else f"This imports vLLM's removed class `as {OLD_CLASS}`, the explicit form of a re-export"
+        )
+        self.flag(
+            use.node,
+            f"{how}: the module re-exports the class. Renamed, the import would no longer bind "
+            f"`{OLD_CLASS}`, and `from {self.file.module or 'this module'} import *` or an import "
+            f"of `{OLD_CLASS}` from it would fail; the import and every use of the name in this "
+            "file were left as they were.",
+            fix=f'Drop "{OLD_CLASS}" from what this module exports, and have the modules that '
+            f"import it from here import `{NEW_CLASS}` from `{PACKAGE}`; if this module's API must "
+            f"keep the name, import `{NEW_CLASS}` and keep a deliberate alias `{OLD_CLASS} = "
+            f"{NEW_CLASS}`.",
+        )
 
     def visit_If(self, node: cst.If) -> None:
         # `if TYPE_CHECKING:` that only imported the class goes, rather than keep a bare `pass`.

@@ -39,7 +39,12 @@ class SharedFusedMoeOnlyApi(TracksLayers):
     the class, on layers assigned from them (`self.experts.use_overlapped`), and on `self`
     inside a subclass of it; the rename itself still happens. Where a subclass sets such an
     attribute itself, the assignment is reported (`FusedMoE` never reads it) and the
-    subclass's own reads of it are not.
+    subclass's own reads of it are not. What the renames make of these is reported too, so a
+    second run or a CI check after the rewrite still warns: `use_overlapped=` on a call of
+    vLLM's `FusedMoE` (its `__init__` rejects it), and the attributes read on a layer built as
+    `FusedMoE(..., shared_experts=...)` or on `self` in a subclass of `FusedMoE` that does not
+    set them itself (vLLM 0.20's `FusedMoE` has neither). A subclass of `FusedMoE` that sets
+    one is left alone: it is its own attribute, as in plugins written for vLLM 0.20.
     """
 
     ID = "shared-fused-moe-only-api"
@@ -71,6 +76,29 @@ class SharedFusedMoeOnlyApi(TracksLayers):
             lines=(6,),
             note="a subclass that sets the attribute itself: reported where it is set, not where it is read",
         ),
+        Flagged(
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n"
+            "experts = FusedMoE(shared_experts=mlp, use_overlapped=False, num_experts=8)\n",
+            lines=(3,),
+            note="after the rename (or one by hand): FusedMoE rejects the argument",
+        ),
+        Flagged(
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n\n"
+            "def build(mlp):\n"
+            "    experts = FusedMoE(shared_experts=mlp, num_experts=8)\n"
+            "    if experts.use_overlapped:\n"
+            "        return experts._shared_experts\n",
+            lines=(6, 7),
+            note="after the rename: the attributes on a layer built as FusedMoE with shared experts",
+        ),
+        Flagged(
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n\n"
+            "class NPUMoE(FusedMoE):\n"
+            "    def shared(self, x):\n"
+            "        return self._shared_experts(x)\n",
+            lines=(6,),
+            note="after the rename: a subclass of FusedMoE reading what it never set",
+        ),
         Unchanged(
             "class LoRAMoE:\n"
             "    @property\n"
@@ -78,23 +106,47 @@ class SharedFusedMoeOnlyApi(TracksLayers):
             "        return self.base_layer._shared_experts\n",
             "the same attribute on something else",
         ),
+        Unchanged(
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n\n"
+            "class AscendFusedMoE(FusedMoE):\n"
+            "    def __init__(self, *args, **kwargs):\n"
+            "        super().__init__(*args, **kwargs)\n"
+            "        self.use_overlapped = True\n"
+            '        self._shared_experts = kwargs.get("shared_experts")\n\n'
+            "    def shared(self, x):\n"
+            "        return self._shared_experts(x) if self.use_overlapped else None\n",
+            "a subclass of FusedMoE with attributes of its own, written for vLLM 0.20",
+        ),
+        Unchanged(
+            "from vllm.model_executor.layers.fused_moe import FusedMoE\n"
+            "from vllm_npu.ops import NPUExperts\n\n"
+            "experts = NPUExperts(shared_experts=mlp, use_overlapped=False)\n"
+            "dense = FusedMoE(num_experts=8)\n"
+            "overlap = dense.use_overlapped\n",
+            "a plugin's own layer that takes the argument; FusedMoE without shared experts",
+        ),
     )
 
     def visit_Call(self, node: cst.Call) -> None:
         if id(node) in self.uses.constructions:
-            for arg in node.args:
-                if arg.keyword is not None and arg.keyword.value in ONLY_ARGUMENTS:
-                    self.flag(
-                        arg,
-                        f"`{arg.keyword.value}=` was an argument of vLLM's removed `{OLD_CLASS}`; "
-                        f"`{NEW_CLASS}` decides this itself and may reject or ignore it.",
-                        fix="Remove the argument.",
-                    )
+            outcome = "may reject or ignore it"
+        elif id(node) in self.uses.fused_calls:
+            outcome = "does not take it: its `__init__` raises `TypeError`"
+        else:
+            return
+        for arg in node.args:
+            if arg.keyword is not None and arg.keyword.value in ONLY_ARGUMENTS:
+                self.flag(
+                    arg,
+                    f"`{arg.keyword.value}=` was an argument of vLLM's removed `{OLD_CLASS}`; "
+                    f"`{NEW_CLASS}` decides this itself and {outcome}.",
+                    fix="Remove the argument.",
+                )
 
     def visit_Module(self, node: cst.Module) -> None:
         super().visit_Module(node)
-        #: Per class being visited: the attributes it assigns on ``self`` itself.
-        self._own: list[set[str]] = []
+        #: Per class being visited (none at first): the attributes it assigns on ``self`` itself.
+        self._own: list[set[str]] = [set()]
         #: ids of the ``self.X`` nodes that are assigned to.
         self._own_targets: set[int] = set()
 
@@ -109,7 +161,8 @@ class SharedFusedMoeOnlyApi(TracksLayers):
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         super().visit_ClassDef(node)
-        self._own.append(_assigned_on_self(node) if self.in_subclass() else set())
+        subclass = self.in_subclass() or self.in_subclass(fused=True)
+        self._own.append(_assigned_on_self(node) if subclass else set())
 
     def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
         super().leave_ClassDef(original_node)
@@ -118,8 +171,9 @@ class SharedFusedMoeOnlyApi(TracksLayers):
     def visit_Attribute(self, node: cst.Attribute) -> None:
         if node.attr.value not in ONLY_ATTRIBUTES:
             return
-        on_self = self_attribute(node) is not None and self.in_subclass()
-        if on_self and node.attr.value in self._own[-1]:
+        on_self = self_attribute(node) is not None
+        own = on_self and node.attr.value in self._own[-1]
+        if on_self and self.in_subclass() and own:
             if id(node) in self._own_targets:
                 purpose, fix = ONLY_ATTRIBUTES[node.attr.value]
                 self.flag(
@@ -130,14 +184,28 @@ class SharedFusedMoeOnlyApi(TracksLayers):
                     fix=fix,
                 )
             return  # the subclass's own attribute: its reads are its own business
-        if self.is_layer(node.value) or on_self:
-            self.flag(
-                node,
-                f"`{source(node)}` is an attribute of vLLM's removed `{OLD_CLASS}`; on "
-                f"`{NEW_CLASS}` it may be missing or mean something else.",
-                fix="Keep your own reference to the module you pass as `shared_experts=`, "
-                "or use the layer's public API.",
-            )
+        if self.is_layer(node.value) or (on_self and self.in_subclass()):
+            what = f"on `{NEW_CLASS}` it may be missing or mean something else"
+        elif _plain(node) and (
+            self.is_layer(node.value, fused=True) or (on_self and not own and self.in_subclass(fused=True))
+        ):
+            # What the renames make of the two cases above (or code migrated by hand).
+            what = f"`{NEW_CLASS}` kept it for that class and no longer has it since vLLM 0.20"
+        else:
+            return
+        self.flag(
+            node,
+            f"`{source(node)}` is an attribute of vLLM's removed `{OLD_CLASS}`; {what}.",
+            fix="Keep your own reference to the module you pass as `shared_experts=`, "
+            "or use the layer's public API.",
+        )
+
+
+def _plain(node: cst.Attribute) -> bool:
+    """``x.attr`` with nothing between the dot and the name, so that the rule's triggers
+    (``._shared_experts``) are exact."""
+    whitespace = node.dot.whitespace_after
+    return isinstance(whitespace, cst.SimpleWhitespace) and not whitespace.value
 
 
 def _assigned_on_self(cls: cst.ClassDef) -> set[str]:

@@ -57,7 +57,8 @@ class SharedFusedMoeRegistry(ReportsUses):
             "a class-name check (moe-class-name-check's)",
         ),
         Unchanged(
-            'logger.info("SharedFusedMoE", extra=x)\n__all__ = ["SharedFusedMoE"]\n',
+            'logger.info("SharedFusedMoE", extra=x)\n__all__ = ["SharedFusedMoE"]\n'
+            '__all__.extend(["SharedFusedMoE"])\n',
             "log text, an export list",
         ),
         Unchanged(
@@ -91,7 +92,9 @@ class SharedFusedMoeRegistry(ReportsUses):
             )
 
     def visit_Call(self, node: cst.Call) -> None:
-        if "register" in callee(node).rpartition(".")[2]:
+        if callee(node) in ("__all__.append", "__all__.extend"):
+            self._skip.update(id(arg.value) for arg in node.args)
+        elif "register" in callee(node).rpartition(".")[2]:
             for arg in node.args:
                 self._report(arg.value)
 
