@@ -268,3 +268,24 @@ def test_a_second_run_reports_what_the_first_did(all_rules, before: str) -> None
     assert isinstance(first, Changed) and first.findings
     second = run(all_rules, first.after)
     assert [(f.rule, f.line) for f in second.findings] == [(f.rule, f.line) for f in first.findings]
+
+
+_MODULE_IMPORT = (
+    "try:\n    import vllm.model_executor.layers.fused_moe.shared_fused_moe as sfm\n"
+    "except ImportError:\n    sfm = None\n\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("use", "says"),
+    [
+        ("LAYERS = [sfm.SharedFusedMoE] if sfm is not None else []\n", "tell whether it exists"),
+        ("if sfm:\n    LAYERS = [sfm.SharedFusedMoE]\n", "tell whether it exists"),
+        ("LAYERS = [sfm.SharedFusedMoE, sfm.helper()]\n", "used here for more than"),
+    ],
+    ids=["is-not-none", "truth-test", "another-name"],
+)
+def test_a_kept_deleted_module_is_reported_for_what_it_is_used_for(all_rules, use: str, says: str) -> None:
+    outcome = run(all_rules, _MODULE_IMPORT + use)
+    messages = [f.message for f in outcome.findings if f.rule == "shared-fused-moe-import"]
+    assert len(messages) == 1 and says in messages[0], messages

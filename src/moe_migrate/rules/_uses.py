@@ -152,6 +152,8 @@ class Uses:
     #: True when a binding of the deleted module is used for more than the class: its import
     #: stays, and shared-fused-moe-import reports it.
     module_kept: bool = False
+    #: ... and for more than testing whether the import worked (``m is not None``, ``if m:``).
+    module_used: bool = False
     #: Names annotated as the class (``experts: SharedFusedMoE`` in a class body stands for
     #: ``self.experts``), whatever built what they hold: what calling them returned is known,
     #: not how the layer was made, so only ``moe-output-tuple`` reads them.
@@ -233,6 +235,8 @@ def find_uses(
                     fused.append(chain[:2])
                 elif binding in analysis.old_modules:
                     uses.module_kept = True  # the deleted module used for more than the class
+                    if not _tests_presence(*found[id(ref)]):
+                        uses.module_used = True
     fused += [found[i] for i in analysis.fused_refs if i in found]
     fused_ids = analysis.fused_refs | {id(node) for node, _ in fused}
     uses.class_exprs = {id(expr) for expr, _, _ in exprs}
@@ -314,6 +318,22 @@ def _in_all(node: cst.CSTNode, ps: Parents) -> bool:
     if isinstance(parent, cst.Arg) and i > 1 and isinstance(ps[i - 2], cst.Call):
         return callee(ps[i - 2]) in ("__all__.append", "__all__.extend")  # type: ignore[arg-type]
     return False
+
+
+def _tests_presence(node: cst.CSTNode, ps: Parents) -> bool:
+    """``node`` is only tested for being there: ``node is (not) None``, ``if node:``, ``not node``."""
+    parent = ps[-1] if ps else None
+    if isinstance(parent, cst.Comparison):
+        return (
+            parent.left is node
+            and len(parent.comparisons) == 1
+            and isinstance(parent.comparisons[0].operator, (cst.Is, cst.IsNot))
+            and isinstance(parent.comparisons[0].comparator, cst.Name)
+            and parent.comparisons[0].comparator.value == "None"
+        )
+    if isinstance(parent, (cst.BooleanOperation, cst.UnaryOperation)):
+        return True
+    return isinstance(parent, (cst.If, cst.While, cst.IfExp)) and parent.test is node
 
 
 def _resolve_chain(ref: cst.CSTNode, ps: Parents, target: str) -> tuple[cst.CSTNode, Parents, str] | None:

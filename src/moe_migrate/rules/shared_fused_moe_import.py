@@ -16,6 +16,7 @@ from moe_migrate.rules._vllm import (
     OLD_MODULES,
     PACKAGE,
     Analysis,
+    Binding,
     analyse,
     in_fused_moe_package,
     is_removal_target,
@@ -172,13 +173,7 @@ class SharedFusedMoeImport(Rule):
                 continue
             uses = self._module_renames.get(id(binding.alias))
             if uses is None:
-                self.flag(
-                    binding.statement,
-                    f"`{binding.local}` is vLLM's deleted module `{binding.target}`, used here "
-                    f"for more than `{OLD_CLASS}`.",
-                    fix=f"Import what else you use from where it lives now, and `{NEW_CLASS}` "
-                    f"from `{PACKAGE}`.",
-                )
+                self._flag_kept_module(binding, analysis)
                 continue
             self._rewrite_module_import(binding.statement, binding.alias)
             for attribute in uses:
@@ -205,6 +200,27 @@ class SharedFusedMoeImport(Rule):
             f"import it from here import `{NEW_CLASS}` from `{PACKAGE}`; if this module's API must "
             f"keep the name, import `{NEW_CLASS}` and keep a deliberate alias `{OLD_CLASS} = "
             f"{NEW_CLASS}`.",
+        )
+
+    def _flag_kept_module(self, binding: Binding, analysis: Analysis) -> None:
+        """The deleted module, bound for more than its class: its import stays, reported."""
+        found = analysis.uses
+        if found is not None and not found.module_used:
+            self.flag(
+                binding.statement,
+                f"`{binding.local}` is vLLM's deleted module `{binding.target}`, imported so that "
+                f"the code can tell whether it exists (`{binding.local} is None`). After the "
+                "upgrade the import always fails, so the code for its absence is what runs.",
+                fix=f"Make that code handle `{NEW_CLASS}` layers with shared experts (or use "
+                f"`{NEW_CLASS}` from `{PACKAGE}` unconditionally), then drop the import.",
+            )
+            return
+        self.flag(
+            binding.statement,
+            f"`{binding.local}` is vLLM's deleted module `{binding.target}`, used here for more "
+            f"than `{OLD_CLASS}`.",
+            fix=f"Import what else you use from where it lives now, and `{NEW_CLASS}` from "
+            f"`{PACKAGE}`.",
         )
 
     def visit_If(self, node: cst.If) -> None:
