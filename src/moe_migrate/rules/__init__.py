@@ -86,7 +86,7 @@ CATALOG: tuple[RuleSpec, ...] = (
         "shared-fused-moe-only-api",
         (b"SharedFusedMoE", (b"FusedMoE", b"use_overlapped"), (b"FusedMoE", b"._shared_experts")),
         names=_RENAMED_TO,
-        focus=(b"SharedFusedMoE", b"use_overlapped", b"_shared_experts", b"shared_experts="),
+        focus=(b"SharedFusedMoE", b"use_overlapped", b"._shared_experts", b"shared_experts="),
     ),
     # A class-name check needs a string literal of one of vLLM's names: it ends in a quote.
     RuleSpec("moe-class-name-check", (b"FusedMoE'", b'FusedMoE"'), names=("is_moe_layer",)),
