@@ -42,6 +42,8 @@ class SharedFusedMoeImport(Rule):
     re-exports the class under its old name (its `__all__` lists "SharedFusedMoE", or it
     imports it `as SharedFusedMoE`) is reported and left whole: renamed, the name it exports
     would be unbound, and which name a plugin's API should keep is not for a rename to guess.
+    A `SharedFusedMoE` that only a star import from vLLM's package binds is reported at the
+    star import: after the upgrade the name is undefined.
     Always runs together with `shared-fused-moe-reference`, which renames the uses.
     """
 
@@ -114,6 +116,17 @@ class SharedFusedMoeImport(Rule):
             module="myplug.layers",
             is_package=True,
         ),
+        Flagged(
+            "from vllm.model_executor.layers.fused_moe import *\n\n"
+            "layer = SharedFusedMoE(shared_experts=mlp, num_experts=8)\n",
+            lines=(1,),
+            note="the class from a star import",
+        ),
+        Unchanged(
+            "from vllm.model_executor.layers.fused_moe import *\n\n"
+            "layer = FusedMoE(num_experts=8)\nname = config.SharedFusedMoE\n",
+            "a star import, and an attribute of that name",
+        ),
         Rewrite(
             "import vllm.model_executor.layers.fused_moe.shared_fused_moe as sfm\n"
             "layer = sfm.SharedFusedMoE\n",
@@ -156,6 +169,11 @@ class SharedFusedMoeImport(Rule):
 
     def visit_Module(self, node: cst.Module) -> None:
         analysis = self.shared(analyse)
+        #: `from <vLLM's package or the deleted module> import *`, and whether a bare
+        #: `SharedFusedMoE` is read (an attribute of that name is not).
+        self._stars: list[cst.ImportFrom] = []
+        self._attrs: set[int] = set()
+        self._reads_name = False
         self._removed: set[int] = set()
         self._module = node
         for use in analysis.uses.held if analysis.uses else ():
@@ -201,6 +219,33 @@ class SharedFusedMoeImport(Rule):
             f"keep the name, import `{NEW_CLASS}` and keep a deliberate alias `{OLD_CLASS} = "
             f"{NEW_CLASS}`.",
         )
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        if isinstance(node.names, cst.ImportStar):
+            module = get_full_name_for_node(node.module) if node.module else None
+            if self.file.resolve_relative(len(node.relative), module) in (PACKAGE, *OLD_MODULES):
+                self._stars.append(node)
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        self._attrs.add(id(node.attr))
+
+    def visit_Name(self, node: cst.Name) -> None:
+        if node.value == OLD_CLASS and id(node) not in self._attrs:
+            self._reads_name = True
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        analysis = self.shared(analyse)
+        if not (self._reads_name and self._stars) or analysis.classes or analysis.defines_own:
+            return
+        for star in self._stars:
+            self.flag(
+                star,
+                f"`{OLD_CLASS}` in this file comes from this star import. vLLM's package no "
+                f"longer exports it (and the module `{OLD_MODULES[0]}` is gone), so after the "
+                "upgrade the name is undefined.",
+                fix=f"Import `{NEW_CLASS}` from `{PACKAGE}` by name and use it where this file "
+                f"says `{OLD_CLASS}`.",
+            )
 
     def _flag_kept_module(self, binding: Binding, analysis: Analysis) -> None:
         """The deleted module, bound for more than its class: its import stays, reported."""
