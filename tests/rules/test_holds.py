@@ -36,6 +36,16 @@ _held = [
         id="prose-stays-where-the-deleted-module-stays",
     ),
     pytest.param(
+        "import vllm.model_executor.layers.fused_moe.layer as fml\n"
+        "try:\n    import vllm.model_executor.layers.fused_moe.shared_fused_moe as sfm\n"
+        "except ImportError:\n    sfm = None\n"
+        "TABLE = {}\nTABLE[fml.FusedMoE] = 'routed'\n"
+        "if sfm is not None:\n    TABLE[sfm.SharedFusedMoE] = 'shared'\n",
+        SAME,
+        {"shared-fused-moe-import"},
+        id="a-row-behind-a-kept-deleted-module-is-no-collision",
+    ),
+    pytest.param(
         OLD + "SharedFusedMoE.forward = f\nlayer = SharedFusedMoE()\n",
         SAME,
         {"shared-fused-moe-patch"},
@@ -210,6 +220,16 @@ _migrated = [
         id="a-local-named-__all__-is-no-export",
     ),
     pytest.param(
+        "import vllm.model_executor.layers.fused_moe.layer as fml\n" + OLD
+        + "def a():\n    m = {}\n    m[fml.FusedMoE] = 'routed'\n    return m\n"
+        "def b():\n    m = {}\n    m[SharedFusedMoE] = 'shared'\n    return m\n",
+        "import vllm.model_executor.layers.fused_moe.layer as fml\n" + FUSED
+        + "def a():\n    m = {}\n    m[fml.FusedMoE] = 'routed'\n    return m\n"
+        "def b():\n    m = {}\n    m[FusedMoE] = 'shared'\n    return m\n",
+        set(),
+        id="two-tables-of-one-name-in-two-functions",
+    ),
+    pytest.param(
         OLD + "def patched_init(self):\n    self.use_overlapped = False\nlayer = SharedFusedMoE()\n",
         FUSED + "def patched_init(self):\n    self.use_overlapped = False\nlayer = FusedMoE()\n",
         set(),
@@ -288,4 +308,24 @@ _MODULE_IMPORT = (
 def test_a_kept_deleted_module_is_reported_for_what_it_is_used_for(all_rules, use: str, says: str) -> None:
     outcome = run(all_rules, _MODULE_IMPORT + use)
     messages = [f.message for f in outcome.findings if f.rule == "shared-fused-moe-import"]
+    assert len(messages) == 1 and says in messages[0], messages
+
+
+_DOTTED = '"vllm.model_executor.layers.fused_moe.shared_fused_moe"'
+
+
+@pytest.mark.parametrize(
+    ("use", "says"),
+    [
+        (f"import sys\nsys.modules[{_DOTTED}] = stub\n", "hides that the real import is gone"),
+        (f"import sys\nfrom unittest import mock\nmock.patch.dict(sys.modules, {{{_DOTTED}: stub}})\n", "hides that"),
+        (f"import sys\ndel sys.modules[{_DOTTED}]\n", "raises `KeyError`"),
+        (f"def t(monkeypatch):\n    monkeypatch.setattr({_DOTTED[:-1]}.SharedFusedMoE.forward\", f)\n", "A patch with this target"),
+        (f"import importlib\nm = importlib.import_module({_DOTTED})\n", "importing it fails"),
+    ],
+    ids=["stub", "patch-dict", "del", "monkeypatch-setattr", "import-by-name"],
+)
+def test_a_dotted_name_is_reported_for_what_it_does_there(all_rules, use: str, says: str) -> None:
+    outcome = run(all_rules, use)
+    messages = [f.message for f in outcome.findings if f.rule == "shared-fused-moe-patch"]
     assert len(messages) == 1 and says in messages[0], messages

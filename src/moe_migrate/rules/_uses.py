@@ -265,11 +265,13 @@ def find_uses(
             _record_layer(node, ps, uses, fused=True)
     fused_tests = {id(_function(ps[: t[1]])) for node, ps in fused if (t := _type_test(node, ps))}
 
-    assigned: dict[str, list[cst.BaseExpression]] = {}  # `table[FusedMoE] = h`: table -> [h]
+    assigned: dict[tuple[int, str], list[cst.BaseExpression]] = {}  # `table[FusedMoE] = h`
     for node, ps in fused:
         if (row := _assigned_row(node, ps)) is not None:
             assigned.setdefault(row[1], []).append(row[2])
-    context = _Context(fused_ids, fused_tests, walk.classes, uses, assigned)
+    # `m.SharedFusedMoE` of a deleted-module import that stays (it is reported) is not renamed.
+    kept = {id(e) for e, _, b in exprs if uses.module_kept and b in analysis.old_modules}
+    context = _Context(fused_ids, fused_tests, walk.classes, uses, assigned, frozenset(kept))
     for expr, ps, _ in exprs:
         use = _classify(expr, ps, context)
         if use is not None:
@@ -356,8 +358,10 @@ class _Context:
     #: Classes defined in the module, by name.
     classes: dict[str, cst.ClassDef]
     uses: Uses
-    #: ``table[FusedMoE] = handler`` statements: the table, as written, -> its handlers.
-    assigned_rows: dict[str, list[cst.BaseExpression]]
+    #: ``table[FusedMoE] = handler`` statements: (scope, the table as written) -> its handlers.
+    assigned_rows: dict[tuple[int, str], list[cst.BaseExpression]]
+    #: ids of the class's expressions that no rename touches (their import stays).
+    kept: frozenset[int] = frozenset()
 
 
 def _classify(expr: cst.CSTNode, ps: Parents, ctx: _Context) -> Use | None:
@@ -566,6 +570,8 @@ def _table_use(expr: cst.CSTNode, ps: Parents, ctx: _Context) -> Use | None:
     A row is an entry of a dict literal, a ``(type, handler)`` pair in a list, tuple or set,
     or a statement ``table[type] = handler`` (next to a ``table[FusedMoE] = ...`` anywhere in
     the module: the rows are never removed, only held when their handlers differ)."""
+    if id(expr) in ctx.kept:
+        return None
     found = _table_row(expr, ps)
     if found is not None:
         table, row, handler = found
@@ -591,8 +597,12 @@ def _same(a: cst.CSTNode, b: cst.CSTNode) -> bool:
     return "".join(source(a).split()) == "".join(source(b).split())
 
 
-def _assigned_row(expr: cst.CSTNode, ps: Parents) -> tuple[cst.Assign, str, cst.BaseExpression] | None:
-    """(statement, table as written, handler) when ``expr`` is the key in ``table[expr] = handler``."""
+def _assigned_row(
+    expr: cst.CSTNode, ps: Parents
+) -> tuple[cst.Assign, tuple[int, str], cst.BaseExpression] | None:
+    """(statement, (scope, table as written), handler) when ``expr`` is the key in
+    ``table[expr] = handler``; the scope is the class for ``self.x``, else the function or the
+    module, so that two tables of one name in two places stay two."""
     if len(ps) < 5 or not isinstance(ps[-1], cst.Index) or ps[-1].value is not expr:
         return None
     subscript, target, statement = ps[-3], ps[-4], ps[-5]
@@ -604,7 +614,14 @@ def _assigned_row(expr: cst.CSTNode, ps: Parents) -> tuple[cst.Assign, str, cst.
         and isinstance(statement, cst.Assign)
     ):
         return None
-    return statement, "".join(source(subscript.value).split()), statement.value
+    table = "".join(source(subscript.value).split())
+    owner = _class_of(ps) if table.startswith("self.") else None
+    return statement, (id(owner or _function(ps)), table), statement.value
+
+
+def _class_of(ps: Parents) -> cst.CSTNode | None:
+    """The innermost class around a node."""
+    return next((node for node in reversed(ps) if isinstance(node, cst.ClassDef)), None)
 
 
 def _table_row(expr: cst.CSTNode, ps: Parents) -> tuple[cst.CSTNode, cst.CSTNode, cst.CSTNode] | None:

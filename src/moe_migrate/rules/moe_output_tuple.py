@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import libcst as cst
 
 from moe_migrate.codemod.rule import Flagged, Unchanged
-from moe_migrate.rules._uses import TracksLayers, callee, source
+from moe_migrate.rules._uses import TracksLayers, callee, source, string_value
 from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS, bound_to
 
 _LAYER = (
@@ -212,6 +212,17 @@ class MoeOutputTuple(TracksLayers):
             "        return out\n",
             "a cast to the class, with code that takes both a pair and one tensor",
         ),
+        Unchanged(
+            "from typing import cast\n\n"
+            "from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n\n\n"
+            "class MoEBlock:\n"
+            "    def __init__(self, exact):\n"
+            "        self.experts = exact or SharedFusedMoE(shared_experts=self.mlp)\n\n"
+            "    def forward(self, x, logits):\n"
+            "        experts = cast(ExactExperts, self.experts)\n"
+            "        out, aux = experts(x, logits)\n        return out\n",
+            "a cast to another type: the value is that type now",
+        ),
         Flagged(
             "from vllm.model_executor.layers.fused_moe import FusedMoE\n\n\n"
             "class AriaFusedMoE(FusedMoE):\n"
@@ -322,10 +333,13 @@ class MoeOutputTuple(TracksLayers):
             return held.layer.fused if held is not None and held.alias else None
         if self._is_cast(expr):
             kind, value = expr.args  # type: ignore[attr-defined]
-            fused = self._built(value.value)
-            if fused is None and id(kind.value) in self.uses.class_exprs:
-                return False
-            return fused
+            built = self._built(value.value)
+            if id(kind.value) in self.uses.class_exprs:
+                return False if built is None else built
+            # A cast to another type narrows the value to something else (`SharedFusedMoE |
+            # Mine` cast to `Mine`): only a cast to FusedMoE still holds the layer.
+            named = (string_value(kind.value) or source(kind.value)).strip().rpartition(".")[2]
+            return built if named.endswith(NEW_CLASS) else None
         return None
 
     def _is_cast(self, expr: cst.BaseExpression) -> bool:

@@ -82,11 +82,24 @@ def _returns_pair(function: cst.FunctionDef) -> bool:
     return finder.found
 
 
-def what_it_overrides(cls: cst.ClassDef) -> list[str]:
-    """What the class does beyond a ``forward`` that only returns ``super().forward(...)``."""
+def _derives_from_fused(cls: cst.ClassDef, classes: Mapping[str, cst.ClassDef], seen: frozenset[str] = frozenset()) -> bool:
+    """A base is a ``...FusedMoE`` (an alias such as ``_FusedMoE`` too), or a class of this
+    module that derives from one."""
+    for base in cls.bases:
+        name = (get_full_name_for_node(base.value) or "").rpartition(".")[2]
+        if name.endswith(NEW_CLASS):
+            return True
+        if name in classes and name not in seen and _derives_from_fused(classes[name], classes, seen | {name}):
+            return True
+    return False
+
+
+def what_it_overrides(cls: cst.ClassDef, classes: Mapping[str, cst.ClassDef] | None = None) -> list[str]:
+    """What the class does beyond a ``forward`` that only returns ``super().forward(...)``;
+    ``classes``: the module's classes, by name."""
     out = []
     bases = [get_full_name_for_node(base.value) or "" for base in cls.bases]
-    if not any(base.rpartition(".")[2] == NEW_CLASS for base in bases):
+    if not _derives_from_fused(cls, classes or {}):
         out.append(
             f"it does not derive from `{NEW_CLASS}` (bases: {', '.join(bases) or 'none'}), so "
             f"its uses renamed to `{NEW_CLASS}` build a different layer, whose `shared_experts=` "
@@ -142,16 +155,28 @@ class SharedFusedMoeNotTrivial(Rule):
         Flagged(_PAIR, lines=(4,), note="vLLM 0.19's forward returns a pair", module=OLD_MODULES[0]),
         Flagged(_WRAPPER, lines=(4,), note="a wrapper, not a FusedMoE at all", module=OLD_MODULES[0]),
         Unchanged(_TRIVIAL, "the thin subclass", module=OLD_MODULES[0]),
+        Unchanged(
+            "from vllm.model_executor.layers.fused_moe.layer import FusedMoE as _FusedMoE\n\n\n"
+            "class _Base(_FusedMoE):\n    pass\n\n\n"
+            "class SharedFusedMoE(_Base):\n"
+            "    def forward(self, hidden_states, router_logits):\n"
+            "        return super().forward(hidden_states=hidden_states, router_logits=router_logits)\n",
+            "the thin subclass, through an alias and a base of this module",
+            module=OLD_MODULES[0],
+        ),
     )
 
     @classmethod
     def applies_to(cls, file: FileContext) -> bool:
         return file.module in OLD_MODULES
 
+    def visit_Module(self, node: cst.Module) -> None:
+        self._classes = {s.name.value: s for s in node.body if isinstance(s, cst.ClassDef)}
+
     def visit_ClassDef(self, node: cst.ClassDef) -> bool:
         if node.name.value != OLD_CLASS:
             return False
-        overrides = what_it_overrides(node)
+        overrides = what_it_overrides(node, self._classes)
         if overrides:
             self.flag(
                 node,

@@ -141,9 +141,12 @@ class SharedFusedMoePatch(ReportsUses):
         if text is None or not names_removed(text):
             return
         where = self._around[-1] if self._around else ""
-        if where == "sys.modules":
-            what = "A `sys.modules` stub of it hides that the real import is gone."
-        elif "patch" in where.rpartition(".")[2]:
+        stub = "A `sys.modules` stub of it hides that the real import is gone."
+        if where == "sys.modules" and self._around[-2:-1] == ["del"]:
+            what = "Deleting it from `sys.modules` raises `KeyError` once the module is gone."
+        elif where == "sys.modules" or where.endswith("patch.dict"):
+            what = stub
+        elif "patch" in where:
             what = "A patch with this target fails after the upgrade."
         else:
             what = (
@@ -157,6 +160,12 @@ class SharedFusedMoePatch(ReportsUses):
             "still needed, handling layers with and without shared experts; remove what only "
             "served the deleted module.",
         )
+
+    def visit_Del(self, node: cst.Del) -> None:
+        self._around.append("del")
+
+    def leave_Del(self, original_node: cst.Del) -> None:
+        self._around.pop()
 
     def visit_Subscript(self, node: cst.Subscript) -> None:
         self._around.append("sys.modules" if get_full_name_for_node(node.value) == "sys.modules" else "")

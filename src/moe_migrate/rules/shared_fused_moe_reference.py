@@ -37,7 +37,7 @@ _PAIR = re.compile(
 )
 _WORD = re.compile(rf"\b{OLD_CLASS}\b")
 # What is left naming the class twice ("FusedMoE`` (or ``FusedMoE") is left as it was.
-_TWICE = re.compile(rf"\b{NEW_CLASS}\b\W{{0,6}}(?:(?:or|and)\W{{1,6}})?\b{NEW_CLASS}\b")
+_TWICE = re.compile(rf"\b{NEW_CLASS}\b\W{{0,6}}(?:(?:or|and)\W{{1,6}})?(?:\w+:\W{{0,3}})?\b{NEW_CLASS}\b")
 # A comment that is code someone switched off: left as it was written.
 _CODE_LIKE = re.compile(
     rf"^\s*(?:[\w.]+\s*(?::[^=]+)?=(?!=)|from\s+[\w.]+\s+import\b|import\s+[\w.]|return\b|class\s+\w+\s*\(|def\s+\w+\s*\()"
@@ -46,8 +46,12 @@ _CODE_LIKE = re.compile(
 
 
 def rewrite_prose(text: str) -> str:
-    """``text`` with vLLM's removed class named as ``FusedMoE``, staying true."""
-    return _WORD.sub(NEW_CLASS, _PAIR.sub(_one_name, text))
+    """``text`` with vLLM's removed class named as ``FusedMoE``, staying true: a line about
+    history keeps it."""
+    return "".join(
+        line if _HISTORY.search(line) else _WORD.sub(NEW_CLASS, _PAIR.sub(_one_name, line))
+        for line in text.splitlines(keepends=True)
+    )
 
 
 def _one_name(pair: re.Match[str]) -> str:
@@ -66,16 +70,18 @@ def _is_commented_out_code(comment: str) -> bool:
 # (v0.16-v0.19)", "the legacy SharedFusedMoE").
 _ABOUT_THE_PAIR = re.compile(r"\b(?:tuple|pair)s?\b|\bshared_out\b", re.IGNORECASE)
 _HISTORY = re.compile(
-    r"\bv?\d+\.\d+|\b(?:legacy|older|old|previous(?:ly)?|deprecated|removed|formerly)\b",
+    r"\bv\d+\.\d+|\d+\.\d+\s*[-\u2013]\s*v?\d+\.\d+|\bvllm\s*[<>=]=?\s*v?\d"
+    r"|\b(?:legacy|older|deprecated|formerly|previously|removed)\b",
     re.IGNORECASE,
 )
 
 
 def _renamable(prose: str) -> bool:
     """Prose that names the removed class and stays true with ``FusedMoE`` in its place."""
-    if not _WORD.search(prose) or _ABOUT_THE_PAIR.search(prose) or _HISTORY.search(prose):
+    if not _WORD.search(prose) or _ABOUT_THE_PAIR.search(prose):
         return False
-    return not _TWICE.search(rewrite_prose(prose))
+    renamed = rewrite_prose(prose)
+    return renamed != prose and not _TWICE.search(renamed)
 
 
 class SharedFusedMoeReference(Rule):
@@ -173,6 +179,15 @@ class SharedFusedMoeReference(Rule):
             _IMPORT + "# Wrapper for vLLM's SharedFusedMoE (v0.16-v0.19)\nx = SharedFusedMoE\n",
             _IMPORT_AFTER + "# Wrapper for vLLM's SharedFusedMoE (v0.16-v0.19)\nx = FusedMoE\n",
             "history in a comment stays as written",
+        ),
+        Rewrite(
+            _IMPORT + 'def build():\n    """Build a SharedFusedMoE.\n\n'
+            '    Written for vLLM v0.16, whose SharedFusedMoE took use_overlapped.\n    """\n'
+            "    return SharedFusedMoE()\n",
+            _IMPORT_AFTER + 'def build():\n    """Build a FusedMoE.\n\n'
+            '    Written for vLLM v0.16, whose SharedFusedMoE took use_overlapped.\n    """\n'
+            "    return FusedMoE()\n",
+            "a docstring: its line about history stays, the others are updated",
         ),
         Unchanged(
             "class SharedFusedMoE:\n    pass\n\n# SharedFusedMoE is ours\nx = SharedFusedMoE()\n",

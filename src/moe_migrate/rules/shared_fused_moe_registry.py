@@ -22,9 +22,10 @@ class SharedFusedMoeRegistry(ReportsUses):
     builds every MoE layer, with or without shared experts.
 
     Fix safety: report only. Strings are never rewritten; `@SharedFusedMoE.register_oot` is left
-    as it was with the name's import and all its uses. A list, tuple or set of names that also
-    holds "FusedMoE" already covers every MoE layer, so its "SharedFusedMoE" is only a dead
-    entry and is not reported. Comparisons of a class name with a tuple
+    as it was with the name's import and all its uses. A set of names that also holds
+    "FusedMoE" (for telling MoE layers by name) already covers every MoE layer, so its
+    "SharedFusedMoE" is only a dead entry and is not reported; a list or tuple may pair its
+    names with replacements (`zip(NAMES, IMPLS)`) and is. Comparisons of a class name with a tuple
     of names belong to `moe-class-name-check`; `__all__` lists and log text are left alone.
     """
 
@@ -64,6 +65,12 @@ class SharedFusedMoeRegistry(ReportsUses):
         Unchanged(
             '_MOE_CLASS_NAMES = {"FusedMoE", "SharedFusedMoE", "RoutedExperts"}\n',
             "names that also hold FusedMoE: the entry is dead, not a silent miss",
+        ),
+        Flagged(
+            'NAMES = ["FusedMoE", "SharedFusedMoE"]\nIMPLS = [NPUFusedMoE, NPUSharedFusedMoE]\n'
+            "for name, impl in zip(NAMES, IMPLS):\n    CustomOp.register_oot(name=name)(impl)\n",
+            lines=(1,),
+            note="a list of names, paired with replacements",
         ),
     )
 
@@ -128,9 +135,10 @@ class SharedFusedMoeRegistry(ReportsUses):
         self._elements(node)
 
     def _elements(self, node: cst.List | cst.Tuple | cst.Set) -> None:
-        # Names that also hold "FusedMoE" cover every MoE layer: the other entry is only dead.
+        # A set of names that also holds "FusedMoE" is for telling MoE layers by name: it covers
+        # every one, the other entry is only dead. (A list may pair its names with classes.)
         names = {string_value(element.value) for element in node.elements}
-        if id(node) not in self._skip and NEW_CLASS not in names:
+        if id(node) not in self._skip and not (isinstance(node, cst.Set) and NEW_CLASS in names):
             for element in node.elements:
                 self._report(element.value)
 
