@@ -46,6 +46,14 @@ _held = [
         id="a-row-behind-a-kept-deleted-module-is-no-collision",
     ),
     pytest.param(
+        "import vllm.model_executor.layers.fused_moe.layer as fml\n" + OLD
+        + "TABLE = {}\ndef a():\n    TABLE[fml.FusedMoE] = 'routed'\n"
+        "def b(table):\n    TABLE[SharedFusedMoE] = 'shared'\n",
+        SAME,
+        {"shared-fused-moe-reference"},
+        id="one-global-table-filled-from-two-functions",
+    ),
+    pytest.param(
         OLD + "SharedFusedMoE.forward = f\nlayer = SharedFusedMoE()\n",
         SAME,
         {"shared-fused-moe-patch"},

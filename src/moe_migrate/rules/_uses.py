@@ -601,8 +601,9 @@ def _assigned_row(
     expr: cst.CSTNode, ps: Parents
 ) -> tuple[cst.Assign, tuple[int, str], cst.BaseExpression] | None:
     """(statement, (scope, table as written), handler) when ``expr`` is the key in
-    ``table[expr] = handler``; the scope is the class for ``self.x``, else the function or the
-    module, so that two tables of one name in two places stay two."""
+    ``table[expr] = handler``. The scope is the class for ``self.x`` and the function for a
+    name the function assigns itself, so that two such tables in two places stay two; any
+    other table (a global, an import, a parameter) may be one dict: its scope is the module."""
     if len(ps) < 5 or not isinstance(ps[-1], cst.Index) or ps[-1].value is not expr:
         return None
     subscript, target, statement = ps[-3], ps[-4], ps[-5]
@@ -615,8 +616,35 @@ def _assigned_row(
     ):
         return None
     table = "".join(source(subscript.value).split())
-    owner = _class_of(ps) if table.startswith("self.") else None
-    return statement, (id(owner or _function(ps)), table), statement.value
+    if table.startswith("self."):
+        owner = _class_of(ps)
+    else:
+        function = _function(ps)
+        owner = function if isinstance(function, cst.FunctionDef) and _assigns(function, table) else ps[0]
+    return statement, (id(owner), table), statement.value
+
+
+def _assigns(function: cst.FunctionDef, name: str) -> bool:
+    """Whether ``function`` itself (not a nested function) binds ``name`` with ``name = ...``."""
+
+    class Finder(cst.CSTVisitor):
+        found = False
+
+        def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+            self.found = self.found or (isinstance(node.target, cst.Name) and node.target.value == name)
+
+        def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+            self.found = self.found or (isinstance(node.target, cst.Name) and node.target.value == name)
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            return node is function
+
+        def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+            return False
+
+    finder = Finder()
+    function.visit(finder)
+    return finder.found
 
 
 def _class_of(ps: Parents) -> cst.CSTNode | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 import libcst as cst
@@ -82,29 +82,70 @@ def _returns_pair(function: cst.FunctionDef) -> bool:
     return finder.found
 
 
-def _derives_from_fused(cls: cst.ClassDef, classes: Mapping[str, cst.ClassDef], seen: frozenset[str] = frozenset()) -> bool:
-    """A base is a ``...FusedMoE`` (an alias such as ``_FusedMoE`` too), or a class of this
-    module that derives from one."""
-    for base in cls.bases:
-        name = (get_full_name_for_node(base.value) or "").rpartition(".")[2]
-        if name.endswith(NEW_CLASS):
-            return True
-        if name in classes and name not in seen and _derives_from_fused(classes[name], classes, seen | {name}):
-            return True
-    return False
+@dataclass(frozen=True)
+class _Module:
+    """What a class's bases can name in its module: its classes, and its imported names."""
+
+    classes: Mapping[str, cst.ClassDef]
+    #: local name -> the dotted name it was imported as.
+    imports: Mapping[str, str]
 
 
-def what_it_overrides(cls: cst.ClassDef, classes: Mapping[str, cst.ClassDef] | None = None) -> list[str]:
-    """What the class does beyond a ``forward`` that only returns ``super().forward(...)``;
-    ``classes``: the module's classes, by name."""
+def _is_fused(base: cst.BaseExpression, module: _Module) -> bool:
+    """``base`` names vLLM's ``FusedMoE``: by its import (``FusedMoE as _FusedMoE``), or by
+    its spelling where nothing here binds it (``layer.FusedMoE``)."""
+    name = get_full_name_for_node(base) or ""
+    target = module.imports.get(name.partition(".")[0])
+    if target is not None:
+        name = target + name[len(name.partition(".")[0]):]
+    elif name in module.classes:
+        return False
+    return name.rpartition(".")[2] == NEW_CLASS
+
+
+def _local_bases(cls: cst.ClassDef, module: _Module) -> list[cst.ClassDef]:
+    names = [get_full_name_for_node(base.value) or "" for base in cls.bases]
+    return [module.classes[n] for n in names if n in module.classes and n not in module.imports]
+
+
+def _derives_from_fused(cls: cst.ClassDef, module: _Module, seen: frozenset[int] = frozenset()) -> bool:
+    """A base is vLLM's ``FusedMoE``, or a class of this module that derives from it."""
+    if any(_is_fused(base.value, module) for base in cls.bases):
+        return True
+    return any(
+        _derives_from_fused(base, module, seen | {id(cls)})
+        for base in _local_bases(cls, module)
+        if id(base) not in seen
+    )
+
+
+def what_it_overrides(cls: cst.ClassDef, module: _Module | None = None) -> list[str]:
+    """What the class does beyond a ``forward`` that only returns ``super().forward(...)``,
+    with what the classes of this module it derives from do (``module``: its classes and
+    imports)."""
+    module = module or _Module({}, {})
     out = []
-    bases = [get_full_name_for_node(base.value) or "" for base in cls.bases]
-    if not _derives_from_fused(cls, classes or {}):
+    if not _derives_from_fused(cls, module):
+        bases = [get_full_name_for_node(base.value) or "" for base in cls.bases]
         out.append(
             f"it does not derive from `{NEW_CLASS}` (bases: {', '.join(bases) or 'none'}), so "
             f"its uses renamed to `{NEW_CLASS}` build a different layer, whose `shared_experts=` "
             "this tree may not handle"
         )
+    out += _own_overrides(cls)
+    todo, seen = _local_bases(cls, module), {id(cls)}
+    while todo:
+        base = todo.pop(0)
+        if id(base) not in seen:
+            seen.add(id(base))
+            out += [f"its base `{base.name.value}`: {what}" for what in _own_overrides(base)]
+            todo += _local_bases(base, module)
+    return out
+
+
+def _own_overrides(cls: cst.ClassDef) -> list[str]:
+    """What the body of ``cls`` does beyond a ``forward`` returning ``super().forward(...)``."""
+    out = []
     for statement in cls.body.body:
         if _is_docstring(statement) or (
             isinstance(statement, cst.SimpleStatementLine)
@@ -164,6 +205,24 @@ class SharedFusedMoeNotTrivial(Rule):
             "the thin subclass, through an alias and a base of this module",
             module=OLD_MODULES[0],
         ),
+        Flagged(
+            "from vllm.model_executor.layers.fused_moe.layer import FusedMoE\n\n\n"
+            "class _Base(FusedMoE):\n"
+            "    def forward(self, hidden_states, router_logits):\n"
+            "        out = super().forward(hidden_states=hidden_states, router_logits=router_logits)\n"
+            "        return self.shared_experts(hidden_states), out\n\n\n"
+            "class SharedFusedMoE(_Base):\n    pass\n",
+            lines=(10,),
+            note="a base of this module returns the pair",
+            module=OLD_MODULES[0],
+        ),
+        Flagged(
+            "from torch.nn import Module as _FusedMoE\n\n\n"
+            "class SharedFusedMoE(_FusedMoE):\n    pass\n",
+            lines=(4,),
+            note="a base that is only named like FusedMoE",
+            module=OLD_MODULES[0],
+        ),
     )
 
     @classmethod
@@ -171,12 +230,36 @@ class SharedFusedMoeNotTrivial(Rule):
         return file.module in OLD_MODULES
 
     def visit_Module(self, node: cst.Module) -> None:
-        self._classes = {s.name.value: s for s in node.body if isinstance(s, cst.ClassDef)}
+        classes = {s.name.value: s for s in node.body if isinstance(s, cst.ClassDef)}
+        imports: dict[str, str] = {}
+        for line in node.body:
+            for small in line.body if isinstance(line, cst.SimpleStatementLine) else ():
+                imports.update(self._imported(small))
+        self._module = _Module(classes, imports)
+
+    def _imported(self, statement: cst.BaseSmallStatement) -> dict[str, str]:
+        """local name -> dotted name, for a top-level import statement."""
+        out: dict[str, str] = {}
+        if isinstance(statement, cst.ImportFrom) and not isinstance(statement.names, cst.ImportStar):
+            module = get_full_name_for_node(statement.module) if statement.module else None
+            base = self.file.resolve_relative(len(statement.relative), module) or ""
+            for alias in statement.names:
+                name = get_full_name_for_node(alias.name) or ""
+                local = get_full_name_for_node(alias.asname.name) if alias.asname else name
+                out[local or name] = f"{base}.{name}"
+        elif isinstance(statement, cst.Import):
+            for alias in statement.names:
+                name = get_full_name_for_node(alias.name) or ""
+                if alias.asname is not None:
+                    out[get_full_name_for_node(alias.asname.name) or name] = name
+                else:
+                    out[name.partition(".")[0]] = name.partition(".")[0]
+        return out
 
     def visit_ClassDef(self, node: cst.ClassDef) -> bool:
         if node.name.value != OLD_CLASS:
             return False
-        overrides = what_it_overrides(node, self._classes)
+        overrides = what_it_overrides(node, self._module)
         if overrides:
             self.flag(
                 node,

@@ -86,17 +86,24 @@ class SharedFusedMoeRegistry(ReportsUses):
             _FIX,
         )
 
-    def _report(self, node: cst.BaseExpression | None) -> None:
-        if node is not None and id(node) not in self._skip and string_value(node) == OLD_CLASS:
-            self._skip.add(id(node))
-            self.flag(
-                node,
-                f'This registers a layer under the name "{OLD_CLASS}". vLLM no longer creates a '
-                f'layer by that name, so the replacement is silently never used; renamed to '
-                f'"{NEW_CLASS}", it would silently take the place of whatever is registered for '
-                f'"{NEW_CLASS}", which now builds every MoE layer.',
-                fix=_FIX,
-            )
+    def _report(self, node: cst.BaseExpression | None, listed: bool = False) -> None:
+        if node is None or id(node) in self._skip or string_value(node) != OLD_CLASS:
+            return
+        self._skip.add(id(node))
+        what = (
+            f'This lists "{OLD_CLASS}" among layer names. vLLM no longer creates a layer by that '
+            "name, so whatever is done for it here (a replacement registered under it, a check by "
+            "name) silently never happens"
+            if listed
+            else f'This registers a layer under the name "{OLD_CLASS}". vLLM no longer creates a '
+            "layer by that name, so the replacement is silently never used"
+        )
+        self.flag(
+            node,
+            f'{what}; renamed to "{NEW_CLASS}", it would silently take the place of whatever is '
+            f'done for "{NEW_CLASS}", which now builds every MoE layer.',
+            fix=_FIX,
+        )
 
     def visit_Call(self, node: cst.Call) -> None:
         if callee(node) in ("__all__.append", "__all__.extend"):
@@ -140,7 +147,7 @@ class SharedFusedMoeRegistry(ReportsUses):
         names = {string_value(element.value) for element in node.elements}
         if id(node) not in self._skip and not (isinstance(node, cst.Set) and NEW_CLASS in names):
             for element in node.elements:
-                self._report(element.value)
+                self._report(element.value, listed=True)
 
 
 _FIX = (
