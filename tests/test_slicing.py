@@ -136,6 +136,17 @@ def test_an_annotation_that_names_the_class_keeps_the_members_that_use_the_holde
     assert [(f.rule, f.line) for f in whole.findings] == [("moe-output-tuple", 26)]
 
 
+def test_a_table_row_for_fusedmoe_in_a_statement_of_its_own_is_kept() -> None:
+    # `TABLE[FusedMoE] = "A"` names neither the class nor its module: sliced away, the row
+    # for SharedFusedMoE would be renamed into a second FusedMoE row without a finding.
+    source = MODEL + b'\n\nfrom vllm.model_executor.layers.fused_moe import FusedMoE\n\nTABLE = {}\nTABLE[FusedMoE] = "A"\n\n\ndef register():\n    TABLE[SharedFusedMoE] = "B"\n'
+    assert b'TABLE[FusedMoE] = "A"' in b"\n".join(_kept(source))
+    whole = migrate_source(source, _rules(), FileContext("model.py"))
+    sliced = migrate_source(source, _rules(), FileContext("model.py"), FOCUS)
+    assert sliced == whole
+    assert ("shared-fused-moe-reference", 40) in [(f.rule, f.line) for f in whole.findings]
+
+
 def test_a_file_that_needs_most_of_its_lines_is_not_sliced() -> None:
     source = b"from vllm.model_executor.layers.fused_moe import SharedFusedMoE\nx = SharedFusedMoE\n"
     assert slicing.plan(source, ast.parse(source), FOCUS) is None

@@ -54,6 +54,22 @@ _held = [
         id="one-global-table-filled-from-two-functions",
     ),
     pytest.param(
+        "import vllm.model_executor.layers.fused_moe.layer as fml\n" + OLD
+        + "def outer():\n    m = {}\n    m[fml.FusedMoE] = 'routed'\n"
+        "    def inner():\n        m[SharedFusedMoE] = 'shared'\n    return inner\n",
+        SAME,
+        {"shared-fused-moe-reference"},
+        id="a-nested-function-fills-the-outer-table",
+    ),
+    pytest.param(
+        "import vllm.model_executor.layers.fused_moe.layer as fml\n" + OLD
+        + "def a():\n    global T\n    T = {}\n    T[fml.FusedMoE] = 'routed'\n"
+        "def b():\n    T[SharedFusedMoE] = 'shared'\n",
+        SAME,
+        {"shared-fused-moe-reference"},
+        id="a-global-declared-table",
+    ),
+    pytest.param(
         OLD + "SharedFusedMoE.forward = f\nlayer = SharedFusedMoE()\n",
         SAME,
         {"shared-fused-moe-patch"},
@@ -236,6 +252,16 @@ _migrated = [
         "def b():\n    m = {}\n    m[FusedMoE] = 'shared'\n    return m\n",
         set(),
         id="two-tables-of-one-name-in-two-functions",
+    ),
+    pytest.param(
+        "import vllm.model_executor.layers.fused_moe.layer as fml\n" + OLD
+        + "def a():\n    m, n = {}, {}\n    m[fml.FusedMoE] = 'routed'\n"
+        "def b():\n    m, n = {}, {}\n    m[SharedFusedMoE] = 'shared'\n",
+        "import vllm.model_executor.layers.fused_moe.layer as fml\n" + FUSED
+        + "def a():\n    m, n = {}, {}\n    m[fml.FusedMoE] = 'routed'\n"
+        "def b():\n    m, n = {}, {}\n    m[FusedMoE] = 'shared'\n",
+        set(),
+        id="locals-bound-by-tuple-assignment-are-two-tables",
     ),
     pytest.param(
         OLD + "def patched_init(self):\n    self.use_overlapped = False\nlayer = SharedFusedMoE()\n",

@@ -55,7 +55,14 @@ _RENAMED_TO = ("FusedMoE",)
 
 CATALOG: tuple[RuleSpec, ...] = (
     RuleSpec("shared-fused-moe-import", _SHARED_FUSED_MOE, ("shared-fused-moe-reference",), names=_RENAMED_TO),
-    RuleSpec("shared-fused-moe-reference", _SHARED_FUSED_MOE, ("shared-fused-moe-import",), names=_RENAMED_TO),
+    # A table filled row by row has its FusedMoE row in a statement of its own: `t[FusedMoE] = h`.
+    RuleSpec(
+        "shared-fused-moe-reference",
+        _SHARED_FUSED_MOE,
+        ("shared-fused-moe-import",),
+        names=_RENAMED_TO,
+        focus=(*_SHARED_FUSED_MOE, b"FusedMoE]"),
+    ),
     # Rewrites the block; the import and its uses are the renames' work.
     RuleSpec(
         "shared-fused-moe-import-fallback",

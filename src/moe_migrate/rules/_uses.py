@@ -618,23 +618,31 @@ def _assigned_row(
     table = "".join(source(subscript.value).split())
     if table.startswith("self."):
         owner = _class_of(ps)
-    else:
-        function = _function(ps)
-        owner = function if isinstance(function, cst.FunctionDef) and _assigns(function, table) else ps[0]
+    else:  # the innermost function that binds the name itself, else the module
+        functions = [node for node in reversed(ps) if isinstance(node, cst.FunctionDef)]
+        owner = next((f for f in functions if _assigns(f, table)), ps[0])
     return statement, (id(owner), table), statement.value
 
 
 def _assigns(function: cst.FunctionDef, name: str) -> bool:
-    """Whether ``function`` itself (not a nested function) binds ``name`` with ``name = ...``."""
+    """Whether ``function`` itself (not a nested function) binds ``name`` as a local:
+    ``name = ...``, ``name: T = ...`` or ``name, other = ...``, without ``global name``."""
 
     class Finder(cst.CSTVisitor):
-        found = False
+        bound = False
+        declared = False
 
         def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
-            self.found = self.found or (isinstance(node.target, cst.Name) and node.target.value == name)
+            self.bound = self.bound or name in _names_in(node.target)
 
         def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-            self.found = self.found or (isinstance(node.target, cst.Name) and node.target.value == name)
+            self.bound = self.bound or name in _names_in(node.target)
+
+        def visit_Global(self, node: cst.Global) -> None:
+            self.declared = self.declared or any(n.name.value == name for n in node.names)
+
+        def visit_Nonlocal(self, node: cst.Nonlocal) -> None:
+            self.declared = self.declared or any(n.name.value == name for n in node.names)
 
         def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
             return node is function
@@ -644,7 +652,16 @@ def _assigns(function: cst.FunctionDef, name: str) -> bool:
 
     finder = Finder()
     function.visit(finder)
-    return finder.found
+    return finder.bound and not finder.declared
+
+
+def _names_in(target: cst.BaseExpression) -> set[str]:
+    """The names an assignment target binds (``a``, ``a, b``, ``[a, (b, c)]``)."""
+    if isinstance(target, cst.Name):
+        return {target.value}
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return {n for element in target.elements for n in _names_in(element.value)}
+    return set()
 
 
 def _class_of(ps: Parents) -> cst.CSTNode | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Mapping
+from typing import Iterator, Mapping, Sequence
 
 import libcst as cst
 from libcst.helpers import get_full_name_for_node
@@ -91,32 +91,38 @@ class _Module:
     imports: Mapping[str, str]
 
 
-def _is_fused(base: cst.BaseExpression, module: _Module) -> bool:
-    """``base`` names vLLM's ``FusedMoE``: by its import (``FusedMoE as _FusedMoE``), or by
-    its spelling where nothing here binds it (``layer.FusedMoE``)."""
+def _base_kind(base: cst.BaseExpression, module: _Module, owner: str) -> tuple[str, str]:
+    """What a base of class ``owner`` is, and its name: "fused" (vLLM's ``FusedMoE``, also
+    through an alias), "local" (a class of this module), "vllm" (another class of the tree,
+    which this check does not follow) or "other". A class's own name among its bases is what
+    the name meant before the class (``class FusedMoE(FusedMoE)``)."""
     name = get_full_name_for_node(base) or ""
-    target = module.imports.get(name.partition(".")[0])
+    head, _, rest = name.partition(".")
+    if name in module.classes and name != owner:
+        return "local", name
+    target = module.imports.get(head)
     if target is not None:
-        name = target + name[len(name.partition(".")[0]):]
-    elif name in module.classes:
-        return False
-    return name.rpartition(".")[2] == NEW_CLASS
+        full = target + ("." + rest if rest else "")
+        if full.startswith("vllm.") and full.rpartition(".")[2] == NEW_CLASS:
+            return "fused", full
+        return ("vllm" if full.startswith("vllm.") else "other"), full
+    return ("fused" if name.rpartition(".")[2] == NEW_CLASS else "other"), name
 
 
 def _local_bases(cls: cst.ClassDef, module: _Module) -> list[cst.ClassDef]:
-    names = [get_full_name_for_node(base.value) or "" for base in cls.bases]
-    return [module.classes[n] for n in names if n in module.classes and n not in module.imports]
+    kinds = [_base_kind(base.value, module, cls.name.value) for base in cls.bases]
+    return [module.classes[name] for kind, name in kinds if kind == "local"]
 
 
-def _derives_from_fused(cls: cst.ClassDef, module: _Module, seen: frozenset[int] = frozenset()) -> bool:
-    """A base is vLLM's ``FusedMoE``, or a class of this module that derives from it."""
-    if any(_is_fused(base.value, module) for base in cls.bases):
-        return True
-    return any(
-        _derives_from_fused(base, module, seen | {id(cls)})
-        for base in _local_bases(cls, module)
-        if id(base) not in seen
-    )
+def _derivation(cls: cst.ClassDef, module: _Module, seen: frozenset[int] = frozenset()) -> str:
+    """"fused" when a base is vLLM's ``FusedMoE`` or a class of this module deriving from it,
+    else "vllm" when a base is a class of the tree this check does not follow, else "other"."""
+    kinds = {kind for kind, _ in (_base_kind(b.value, module, cls.name.value) for b in cls.bases)}
+    found = {_derivation(base, module, seen | {id(cls)}) for base in _local_bases(cls, module) if id(base) not in seen}
+    for kind in ("fused", "vllm"):
+        if kind in kinds | found:
+            return kind
+    return "other"
 
 
 def what_it_overrides(cls: cst.ClassDef, module: _Module | None = None) -> list[str]:
@@ -125,12 +131,19 @@ def what_it_overrides(cls: cst.ClassDef, module: _Module | None = None) -> list[
     imports)."""
     module = module or _Module({}, {})
     out = []
-    if not _derives_from_fused(cls, module):
-        bases = [get_full_name_for_node(base.value) or "" for base in cls.bases]
+    derivation = _derivation(cls, module)
+    bases = ", ".join(_base_kind(base.value, module, cls.name.value)[1] for base in cls.bases) or "none"
+    if derivation == "other":
         out.append(
-            f"it does not derive from `{NEW_CLASS}` (bases: {', '.join(bases) or 'none'}), so "
-            f"its uses renamed to `{NEW_CLASS}` build a different layer, whose `shared_experts=` "
-            "this tree may not handle"
+            f"it does not derive from `{NEW_CLASS}` (bases: {bases}), so its uses renamed to "
+            f"`{NEW_CLASS}` build a different layer, whose `shared_experts=` this tree may not "
+            "handle"
+        )
+    elif derivation == "vllm":
+        out.append(
+            f"it derives from a class of another module of this tree (bases: {bases}), which this "
+            f"check does not follow: renamed, its uses build a plain `{NEW_CLASS}`, without what "
+            "that class adds"
         )
     out += _own_overrides(cls)
     todo, seen = _local_bases(cls, module), {id(cls)}
@@ -171,6 +184,23 @@ def _own_overrides(cls: cst.ClassDef) -> list[str]:
         else:
             out.append(f"its body has more than methods (line starting `{cst.Module([]).code_for_node(statement).strip().splitlines()[0][:40]}`)")
     return out
+
+
+def _top_level_smalls(body: Sequence[cst.BaseStatement]) -> Iterator[cst.BaseSmallStatement]:
+    """The small statements of the module's top level, also inside ``try``/``if`` blocks
+    (``try: from .layer import FusedMoE as _F``)."""
+    for statement in body:
+        if isinstance(statement, cst.SimpleStatementLine):
+            yield from statement.body
+        elif isinstance(statement, (cst.Try, cst.If)):
+            blocks = [statement.body]
+            if isinstance(statement, cst.Try):
+                blocks += [handler.body for handler in statement.handlers]
+            if statement.orelse is not None:
+                blocks.append(statement.orelse.body if isinstance(statement.orelse, cst.Else) else statement.orelse)
+            for block in blocks:
+                inner = block.body if isinstance(block, cst.IndentedBlock) else [block] if isinstance(block, cst.If) else []
+                yield from _top_level_smalls(inner)
 
 
 class SharedFusedMoeNotTrivial(Rule):
@@ -223,6 +253,25 @@ class SharedFusedMoeNotTrivial(Rule):
             note="a base that is only named like FusedMoE",
             module=OLD_MODULES[0],
         ),
+        Flagged(
+            "from mylib.moe import FusedMoE\n\n\nclass SharedFusedMoE(FusedMoE):\n    pass\n",
+            lines=(4,),
+            note="a FusedMoE that is not vLLM's",
+            module=OLD_MODULES[0],
+        ),
+        Flagged(
+            "from vllm.model_executor.layers.fused_moe.base import _Base\n\n\n"
+            "class SharedFusedMoE(_Base):\n    pass\n",
+            lines=(4,),
+            note="a base from another module of the tree, which the check does not follow",
+            module=OLD_MODULES[0],
+        ),
+        Unchanged(
+            "try:\n    from vllm.model_executor.layers.fused_moe.layer import FusedMoE as _F\n"
+            "except ImportError:\n    raise\n\n\nclass SharedFusedMoE(_F):\n    pass\n",
+            "FusedMoE imported inside a try block",
+            module=OLD_MODULES[0],
+        ),
     )
 
     @classmethod
@@ -232,9 +281,8 @@ class SharedFusedMoeNotTrivial(Rule):
     def visit_Module(self, node: cst.Module) -> None:
         classes = {s.name.value: s for s in node.body if isinstance(s, cst.ClassDef)}
         imports: dict[str, str] = {}
-        for line in node.body:
-            for small in line.body if isinstance(line, cst.SimpleStatementLine) else ():
-                imports.update(self._imported(small))
+        for small in _top_level_smalls(node.body):
+            imports.update(self._imported(small))
         self._module = _Module(classes, imports)
 
     def _imported(self, statement: cst.BaseSmallStatement) -> dict[str, str]:

@@ -102,7 +102,7 @@ class SharedFusedMoeRegistry(ReportsUses):
             node,
             f'{what}; renamed to "{NEW_CLASS}", it would silently take the place of whatever is '
             f'done for "{NEW_CLASS}", which now builds every MoE layer.',
-            fix=_FIX,
+            fix=_LIST_FIX if listed else _FIX,
         )
 
     def visit_Call(self, node: cst.Call) -> None:
@@ -154,4 +154,9 @@ _FIX = (
     f'Fold this replacement into your replacement for "{NEW_CLASS}" (register one if there is '
     f"none): `{NEW_CLASS}` now also receives `shared_experts=`, so handle layers with and without "
     "shared experts. Then remove this registration."
+)
+_LIST_FIX = (
+    f'Drop "{OLD_CLASS}" from the list, with whatever is paired with it (a replacement class '
+    f'registered under it); make what is done for "{NEW_CLASS}" handle layers with and without '
+    "shared experts."
 )
