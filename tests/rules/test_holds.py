@@ -54,6 +54,25 @@ _held = [
         id="one-global-table-filled-from-two-functions",
     ),
     pytest.param(
+        BOTH + "HANDLERS = {FusedMoE: 'routed'}\nHANDLERS[SharedFusedMoE] = 'shared'\n",
+        SAME,
+        {"shared-fused-moe-reference"},
+        id="a-dict-literal-then-a-row-assigned",
+    ),
+    pytest.param(
+        BOTH + "class Base:\n    def __init__(self):\n        self.t = {}\n        self.t[FusedMoE] = a\n"
+        "class Plugin(Base):\n    def __init__(self):\n        self.t[SharedFusedMoE] = b\n",
+        SAME,
+        {"shared-fused-moe-reference"},
+        id="self-table-filled-by-a-subclass",
+    ),
+    pytest.param(
+        OLD + "from .base import Base\n__all__ = Base.__all__ + ['SharedFusedMoE']\n",
+        SAME,
+        {"shared-fused-moe-import"},
+        id="export-list-built-by-an-expression",
+    ),
+    pytest.param(
         "import vllm.model_executor.layers.fused_moe.layer as fml\n" + OLD
         + "def outer():\n    m = {}\n    m[fml.FusedMoE] = 'routed'\n"
         "    def inner():\n        m[SharedFusedMoE] = 'shared'\n    return inner\n",

@@ -61,7 +61,7 @@ CATALOG: tuple[RuleSpec, ...] = (
         _SHARED_FUSED_MOE,
         ("shared-fused-moe-import",),
         names=_RENAMED_TO,
-        focus=(*_SHARED_FUSED_MOE, b"FusedMoE]"),
+        focus=(*_SHARED_FUSED_MOE, b"FusedMoE]", b"FusedMoE:"),
     ),
     # Rewrites the block; the import and its uses are the renames' work.
     RuleSpec(

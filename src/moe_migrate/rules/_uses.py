@@ -25,7 +25,8 @@ Uses that hold their binding, by the rule that reports them:
   in the same tuple (or ``or``-ed with the same test for ``FusedMoE``), whose answer is
   branched on or kept, or in a function that also tests for ``FusedMoE``.
 - ``shared-fused-moe-reference``: a ``{type: handler}`` or ``(type, handler)`` table with rows for
-  both classes and different handlers (with the same handler, the row is removed instead).
+  both classes and different handlers (with the same handler, the row is removed instead),
+  also filled row by row (``t[FusedMoE] = h``; such rows are held, never removed).
 - ``shared-fused-moe-import-fallback``: a ``try``/``if`` around the import whose fallback is not
   vLLM's ``FusedMoE`` itself.
 - ``shared-fused-moe-import``: a module that re-exports the class under its old name: its
@@ -269,6 +270,8 @@ def find_uses(
     for node, ps in fused:
         if (row := _assigned_row(node, ps)) is not None:
             assigned.setdefault(row[1], []).append(row[2])
+        elif (literal := _table_row(node, ps)) is not None and (key := _named_table(literal[0], ps)):
+            assigned.setdefault(key, []).append(literal[2])  # `t = {FusedMoE: h}`, then `t[X] = ...`
     # `m.SharedFusedMoE` of a deleted-module import that stays (it is reported) is not renamed.
     kept = {id(e) for e, _, b in exprs if uses.module_kept and b in analysis.old_modules}
     context = _Context(fused_ids, fused_tests, walk.classes, uses, assigned, frozenset(kept))
@@ -304,21 +307,20 @@ def _reexports(analysis: Analysis, strings: list[tuple[cst.CSTNode, Parents]], f
 
 
 def _in_all(node: cst.CSTNode, ps: Parents) -> bool:
-    """``node`` is an entry of the module's ``__all__``: ``__all__ = [...]`` (also ``+=`` and
-    annotated), ``__all__.append(...)``, ``__all__.extend([...])``."""
+    """``node`` is an entry of the module's ``__all__``: anywhere in the value of
+    ``__all__ = ...`` (also ``+=``, annotated, ``Base.__all__ + [...]``), or an argument of
+    ``__all__.append(...)`` / ``__all__.extend(...)``."""
     if any(isinstance(p, (cst.FunctionDef, cst.ClassDef, cst.Lambda)) for p in ps):
         return False
-    i, value = len(ps), node
-    if i > 2 and isinstance(ps[i - 1], cst.Element) and isinstance(ps[i - 2], (cst.List, cst.Tuple, cst.Set)):
-        i -= 2
-        value = ps[i]
-    parent = ps[i - 1]
-    if isinstance(parent, cst.Assign) and parent.value is value:
-        return any(get_full_name_for_node(t.target) == "__all__" for t in parent.targets)
-    if isinstance(parent, (cst.AugAssign, cst.AnnAssign)) and parent.value is value:
-        return get_full_name_for_node(parent.target) == "__all__"
-    if isinstance(parent, cst.Arg) and i > 1 and isinstance(ps[i - 2], cst.Call):
-        return callee(ps[i - 2]) in ("__all__.append", "__all__.extend")  # type: ignore[arg-type]
+    chain = (*ps, node)
+    for i in range(1, len(chain)):
+        parent, child = chain[i - 1], chain[i]
+        if isinstance(parent, cst.Assign) and parent.value is child:
+            return any(get_full_name_for_node(t.target) == "__all__" for t in parent.targets)
+        if isinstance(parent, (cst.AugAssign, cst.AnnAssign)) and parent.value is child:
+            return get_full_name_for_node(parent.target) == "__all__"
+        if isinstance(parent, cst.Call) and isinstance(child, cst.Arg):
+            return callee(parent) in ("__all__.append", "__all__.extend")
     return False
 
 
@@ -334,8 +336,19 @@ def _tests_presence(node: cst.CSTNode, ps: Parents) -> bool:
             and parent.comparisons[0].comparator.value == "None"
         )
     if isinstance(parent, (cst.BooleanOperation, cst.UnaryOperation)):
-        return True
+        return _in_test(parent, ps[:-1])  # `if m and x:`, `not m` in a test; not `m or other`
     return isinstance(parent, (cst.If, cst.While, cst.IfExp)) and parent.test is node
+
+
+def _in_test(node: cst.CSTNode, ps: Parents) -> bool:
+    """``node`` (an ``and``/``or``/``not``) is, or is part of, the test of an ``if``,
+    ``while``, conditional expression or ``assert``."""
+    while ps and isinstance(ps[-1], (cst.BooleanOperation, cst.UnaryOperation)):
+        node, ps = ps[-1], ps[:-1]
+    parent = ps[-1] if ps else None
+    if isinstance(parent, (cst.If, cst.While, cst.IfExp, cst.Assert)):
+        return parent.test is node
+    return False
 
 
 def _resolve_chain(ref: cst.CSTNode, ps: Parents, target: str) -> tuple[cst.CSTNode, Parents, str] | None:
@@ -568,8 +581,9 @@ def _table_use(expr: cst.CSTNode, ps: Parents, ctx: _Context) -> Use | None:
     """A table row for the class next to one for FusedMoE: removed if same handler, else held.
 
     A row is an entry of a dict literal, a ``(type, handler)`` pair in a list, tuple or set,
-    or a statement ``table[type] = handler`` (next to a ``table[FusedMoE] = ...`` anywhere in
-    the module: the rows are never removed, only held when their handlers differ)."""
+    or a statement ``table[type] = handler``; rows of one table are found by its name within
+    the scope :func:`_table_key` gives (a dict literal assigned to a name counts as rows of
+    that name). Rows assigned one by one are never removed, only held when handlers differ."""
     if id(expr) in ctx.kept:
         return None
     found = _table_row(expr, ps)
@@ -580,6 +594,10 @@ def _table_use(expr: cst.CSTNode, ps: Parents, ctx: _Context) -> Use | None:
                 if _same(handler, other_handler):
                     ctx.uses.duplicate_rows.append((table, row))
                     return None
+                return Use(REFERENCE, "table", row, (source(other_handler).strip(), source(handler).strip()))
+        key = _named_table(table, ps)
+        for other_handler in ctx.assigned_rows.get(key, ()) if key is not None else ():
+            if not _same(handler, other_handler):
                 return Use(REFERENCE, "table", row, (source(other_handler).strip(), source(handler).strip()))
         return None
     assigned = _assigned_row(expr, ps)
@@ -600,10 +618,8 @@ def _same(a: cst.CSTNode, b: cst.CSTNode) -> bool:
 def _assigned_row(
     expr: cst.CSTNode, ps: Parents
 ) -> tuple[cst.Assign, tuple[int, str], cst.BaseExpression] | None:
-    """(statement, (scope, table as written), handler) when ``expr`` is the key in
-    ``table[expr] = handler``. The scope is the class for ``self.x`` and the function for a
-    name the function assigns itself, so that two such tables in two places stay two; any
-    other table (a global, an import, a parameter) may be one dict: its scope is the module."""
+    """(statement, the table's key (:func:`_table_key`), handler) when ``expr`` is the key in
+    ``table[expr] = handler``."""
     if len(ps) < 5 or not isinstance(ps[-1], cst.Index) or ps[-1].value is not expr:
         return None
     subscript, target, statement = ps[-3], ps[-4], ps[-5]
@@ -615,13 +631,27 @@ def _assigned_row(
         and isinstance(statement, cst.Assign)
     ):
         return None
-    table = "".join(source(subscript.value).split())
-    if table.startswith("self."):
-        owner = _class_of(ps)
-    else:  # the innermost function that binds the name itself, else the module
-        functions = [node for node in reversed(ps) if isinstance(node, cst.FunctionDef)]
-        owner = next((f for f in functions if _assigns(f, table)), ps[0])
-    return statement, (id(owner), table), statement.value
+    return statement, _table_key(subscript.value, ps), statement.value
+
+
+def _named_table(table: cst.CSTNode, ps: Parents) -> tuple[int, str] | None:
+    """The key of the name a dict literal is assigned to (``t = {FusedMoE: h}``), if any."""
+    at = next((i for i, node in enumerate(ps) if node is table), None)
+    statement = ps[at - 1] if at else None
+    if isinstance(statement, cst.Assign) and statement.value is table and len(statement.targets) == 1:
+        return _table_key(statement.targets[0].target, ps[: at - 1])
+    return None
+
+
+def _table_key(table: cst.BaseExpression, ps: Parents) -> tuple[int, str]:
+    """(scope, the table as written): a name that a function assigns itself is that
+    function's (two such tables in two functions stay two); any other table (a global, an
+    import, a parameter, ``self.x``, which a subclass may fill too) may be one dict, so its
+    scope is the module."""
+    text = "".join(source(table).split())
+    functions = [node for node in reversed(ps) if isinstance(node, cst.FunctionDef)]
+    owner = next((f for f in functions if _assigns(f, text)), ps[0]) if "." not in text else ps[0]
+    return id(owner), text
 
 
 def _assigns(function: cst.FunctionDef, name: str) -> bool:

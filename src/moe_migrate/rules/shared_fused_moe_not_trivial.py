@@ -145,6 +145,14 @@ def what_it_overrides(cls: cst.ClassDef, module: _Module | None = None) -> list[
             f"check does not follow: renamed, its uses build a plain `{NEW_CLASS}`, without what "
             "that class adds"
         )
+    else:  # a mixin beside FusedMoE may override what the rename assumes
+        for base in cls.bases:
+            kind, name = _base_kind(base.value, module, cls.name.value)
+            if kind in ("vllm", "other") and name != "object":
+                out.append(
+                    f"it also derives from `{name}`, which this check does not follow: renamed, "
+                    f"its uses build a plain `{NEW_CLASS}`, without what `{name}` adds"
+                )
     out += _own_overrides(cls)
     todo, seen = _local_bases(cls, module), {id(cls)}
     while todo:
@@ -210,7 +218,10 @@ class SharedFusedMoeNotTrivial(Rule):
     `forward` that returns `super().forward(...)`). Where the tree's own definition still does
     more, for example returns a `(shared_out, fused_out)` pair, as vLLM 0.19 did, or takes
     constructor parameters such as `use_overlapped`, code that relies on that behaviour
-    changes meaning after the rename. The finding is reported at the class definition and
+    changes meaning after the rename. The same goes for what a base class of the module adds,
+    and for a class that does not derive from vLLM's `FusedMoE` at all (bases are resolved
+    through imports); a base from another module of the tree, or a mixin beside `FusedMoE`,
+    is named as not followed. The finding is reported at the class definition and
     names every call site that unpacks or indexes the layer's output; each of those is also
     a finding of its own (`moe-output-tuple`, which always runs with this rule), so a human
     can update it: `FusedMoE` returns one tensor with the shared experts' output added.
@@ -264,6 +275,14 @@ class SharedFusedMoeNotTrivial(Rule):
             "class SharedFusedMoE(_Base):\n    pass\n",
             lines=(4,),
             note="a base from another module of the tree, which the check does not follow",
+            module=OLD_MODULES[0],
+        ),
+        Flagged(
+            "from vllm.model_executor.layers.fused_moe.layer import FusedMoE\n"
+            "from vllm.model_executor.layers.fused_moe.mixins import PairMixin\n\n\n"
+            "class SharedFusedMoE(PairMixin, FusedMoE):\n    pass\n",
+            lines=(5,),
+            note="a mixin beside FusedMoE, which the check does not follow",
             module=OLD_MODULES[0],
         ),
         Unchanged(

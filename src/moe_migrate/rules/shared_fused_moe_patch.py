@@ -144,7 +144,7 @@ class SharedFusedMoePatch(ReportsUses):
         stub = "A `sys.modules` stub of it hides that the real import is gone."
         if where == "sys.modules" and self._around[-2:-1] == ["del"]:
             what = "Deleting it from `sys.modules` raises `KeyError` once the module is gone."
-        elif where == "sys.modules" or where.endswith("patch.dict"):
+        elif where in ("sys.modules", "sys.modules-call") or where.endswith("patch.dict"):
             what = stub
         elif "patch" in where:
             what = "A patch with this target fails after the upgrade."
@@ -174,7 +174,9 @@ class SharedFusedMoePatch(ReportsUses):
         self._around.pop()
 
     def visit_Call(self, node: cst.Call) -> None:
-        self._around.append(callee(node))
+        # `monkeypatch.setitem(sys.modules, "...", stub)`: a stub, whatever the call is called.
+        on_modules = bool(node.args) and get_full_name_for_node(node.args[0].value) == "sys.modules"
+        self._around.append("sys.modules-call" if on_modules else callee(node))
         # setattr(fused_moe, "SharedFusedMoE", Mine), patch.object(module, "SharedFusedMoE", ...)
         if len(node.args) > 1 and callee(node).endswith(_SETTERS):
             if string_value(node.args[1].value) == OLD_CLASS:

@@ -77,6 +77,7 @@ class SharedFusedMoeRegistry(ReportsUses):
     def visit_Module(self, node: cst.Module) -> None:
         super().visit_Module(node)
         self._skip: set[int] = set()
+        self._exports = 0  # inside the value of an `__all__` assignment
 
     def describe(self, use: Use) -> tuple[str, str]:
         return (
@@ -87,7 +88,7 @@ class SharedFusedMoeRegistry(ReportsUses):
         )
 
     def _report(self, node: cst.BaseExpression | None, listed: bool = False) -> None:
-        if node is None or id(node) in self._skip or string_value(node) != OLD_CLASS:
+        if node is None or self._exports or id(node) in self._skip or string_value(node) != OLD_CLASS:
             return
         self._skip.add(id(node))
         what = (
@@ -119,13 +120,20 @@ class SharedFusedMoeRegistry(ReportsUses):
         if isinstance(node.slice, cst.Index):
             self._report(node.slice.value)
 
+    # Nothing in the value of `__all__` (`Base.__all__ + [...]` too) is a registry.
     def visit_Assign(self, node: cst.Assign) -> None:
-        if any(isinstance(t.target, cst.Name) and t.target.value == "__all__" for t in node.targets):
-            self._skip.add(id(node.value))
+        self._exports += any(isinstance(t.target, cst.Name) and t.target.value == "__all__" for t in node.targets)
+
+    def leave_Assign(self, original_node: cst.Assign) -> None:
+        self._exports -= any(
+            isinstance(t.target, cst.Name) and t.target.value == "__all__" for t in original_node.targets
+        )
 
     def visit_AugAssign(self, node: cst.AugAssign) -> None:
-        if isinstance(node.target, cst.Name) and node.target.value == "__all__":
-            self._skip.add(id(node.value))
+        self._exports += isinstance(node.target, cst.Name) and node.target.value == "__all__"
+
+    def leave_AugAssign(self, original_node: cst.AugAssign) -> None:
+        self._exports -= isinstance(original_node.target, cst.Name) and original_node.target.value == "__all__"
 
     def visit_Comparison(self, node: cst.Comparison) -> None:
         # `name in ("FusedMoE", "SharedFusedMoE")` is a class-name check, not a registry.
