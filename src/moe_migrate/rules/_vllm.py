@@ -169,6 +169,21 @@ def bound_to(
     return True
 
 
+def import_target(
+    scope: Scope, name: str, file: FileContext, skip: Callable[[Assignment], bool] = lambda _: False
+) -> str | None:
+    """The dotted name ``name`` was imported as, where ``scope`` is, when every binding of it
+    there is an import of that one name (assignments for which ``skip`` is true aside)."""
+    targets: set[str] = set()
+    for assignment in scope[name]:
+        if skip(assignment):
+            continue
+        if not isinstance(assignment, ImportAssignment):
+            return None
+        targets.update(t for _, local, t in _import_targets(assignment.node, file) if local == name)
+    return targets.pop() if len(targets) == 1 else None
+
+
 def _vllm_fused_moe_bound(
     binding: Binding, name: str, file: FileContext, ignore: frozenset[int] = frozenset()
 ) -> bool | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping
 
 import libcst as cst
 from libcst.helpers import get_full_name_for_node
@@ -12,7 +12,8 @@ from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.outcomes import FileOutcome
 from moe_migrate.codemod.rule import Flagged, Rule, Unchanged
 from moe_migrate.codemod.tree import Tree
-from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS, OLD_MODULES
+from moe_migrate.codemod.scopes import Scope
+from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS, OLD_MODULES, analyse, import_target
 
 #: The rule that finds the call sites unpacking or indexing a SharedFusedMoE layer's output.
 SITES = "moe-output-tuple"
@@ -84,23 +85,26 @@ def _returns_pair(function: cst.FunctionDef) -> bool:
 
 @dataclass(frozen=True)
 class _Module:
-    """What a class's bases can name in its module: its classes, and its imported names."""
+    """What a class's bases can name in its module: its classes, and its scope and file, where
+    its imports are read."""
 
     classes: Mapping[str, cst.ClassDef]
-    #: local name -> the dotted name it was imported as.
-    imports: Mapping[str, str]
+    scope: Scope | None = None
+    file: FileContext | None = None
 
 
-def _base_kind(base: cst.BaseExpression, module: _Module, owner: str) -> tuple[str, str]:
-    """What a base of class ``owner`` is, and its name: "fused" (vLLM's ``FusedMoE``, also
-    through an alias), "local" (a class of this module), "vllm" (another class of the tree,
-    which this check does not follow) or "other". A class's own name among its bases is what
-    the name meant before the class (``class FusedMoE(FusedMoE)``)."""
+def _base_kind(base: cst.BaseExpression, module: _Module, owner: cst.ClassDef) -> tuple[str, str]:
+    """What a base of ``owner`` is, and its name: "fused" (vLLM's ``FusedMoE``, also through an
+    alias), "local" (a class of this module), "vllm" (another class of the tree, which this
+    check does not follow) or "other". A class's own name among its bases is what the name
+    meant before the class (``class FusedMoE(FusedMoE)``)."""
     name = get_full_name_for_node(base) or ""
     head, _, rest = name.partition(".")
-    if name in module.classes and name != owner:
+    if name in module.classes and name != owner.name.value:
         return "local", name
-    target = module.imports.get(head)
+    target = None
+    if module.scope is not None and module.file is not None:
+        target = import_target(module.scope, head, module.file, lambda a: a.node is owner)
     if target is not None:
         full = target + ("." + rest if rest else "")
         if full.startswith("vllm.") and full.rpartition(".")[2] == NEW_CLASS:
@@ -110,14 +114,14 @@ def _base_kind(base: cst.BaseExpression, module: _Module, owner: str) -> tuple[s
 
 
 def _local_bases(cls: cst.ClassDef, module: _Module) -> list[cst.ClassDef]:
-    kinds = [_base_kind(base.value, module, cls.name.value) for base in cls.bases]
+    kinds = [_base_kind(base.value, module, cls) for base in cls.bases]
     return [module.classes[name] for kind, name in kinds if kind == "local"]
 
 
 def _derivation(cls: cst.ClassDef, module: _Module, seen: frozenset[int] = frozenset()) -> str:
     """"fused" when a base is vLLM's ``FusedMoE`` or a class of this module deriving from it,
     else "vllm" when a base is a class of the tree this check does not follow, else "other"."""
-    kinds = {kind for kind, _ in (_base_kind(b.value, module, cls.name.value) for b in cls.bases)}
+    kinds = {kind for kind, _ in (_base_kind(b.value, module, cls) for b in cls.bases)}
     found = {_derivation(base, module, seen | {id(cls)}) for base in _local_bases(cls, module) if id(base) not in seen}
     for kind in ("fused", "vllm"):
         if kind in kinds | found:
@@ -132,7 +136,7 @@ def what_it_overrides(cls: cst.ClassDef, module: _Module | None = None) -> list[
     module = module or _Module({}, {})
     out = []
     derivation = _derivation(cls, module)
-    bases = ", ".join(_base_kind(base.value, module, cls.name.value)[1] for base in cls.bases) or "none"
+    bases = ", ".join(_base_kind(base.value, module, cls)[1] for base in cls.bases) or "none"
     if derivation == "other":
         out.append(
             f"it does not derive from `{NEW_CLASS}` (bases: {bases}), so its uses renamed to "
@@ -147,7 +151,7 @@ def what_it_overrides(cls: cst.ClassDef, module: _Module | None = None) -> list[
         )
     else:  # a mixin beside FusedMoE may override what the rename assumes
         for base in cls.bases:
-            kind, name = _base_kind(base.value, module, cls.name.value)
+            kind, name = _base_kind(base.value, module, cls)
             if kind in ("vllm", "other") and name != "object":
                 out.append(
                     f"it also derives from `{name}`, which this check does not follow: renamed, "
@@ -192,23 +196,6 @@ def _own_overrides(cls: cst.ClassDef) -> list[str]:
         else:
             out.append(f"its body has more than methods (line starting `{cst.Module([]).code_for_node(statement).strip().splitlines()[0][:40]}`)")
     return out
-
-
-def _top_level_smalls(body: Sequence[cst.BaseStatement]) -> Iterator[cst.BaseSmallStatement]:
-    """The small statements of the module's top level, also inside ``try``/``if`` blocks
-    (``try: from .layer import FusedMoE as _F``)."""
-    for statement in body:
-        if isinstance(statement, cst.SimpleStatementLine):
-            yield from statement.body
-        elif isinstance(statement, (cst.Try, cst.If)):
-            blocks = [statement.body]
-            if isinstance(statement, cst.Try):
-                blocks += [handler.body for handler in statement.handlers]
-            if statement.orelse is not None:
-                blocks.append(statement.orelse.body if isinstance(statement.orelse, cst.Else) else statement.orelse)
-            for block in blocks:
-                inner = block.body if isinstance(block, cst.IndentedBlock) else [block] if isinstance(block, cst.If) else []
-                yield from _top_level_smalls(inner)
 
 
 class SharedFusedMoeNotTrivial(Rule):
@@ -299,29 +286,7 @@ class SharedFusedMoeNotTrivial(Rule):
 
     def visit_Module(self, node: cst.Module) -> None:
         classes = {s.name.value: s for s in node.body if isinstance(s, cst.ClassDef)}
-        imports: dict[str, str] = {}
-        for small in _top_level_smalls(node.body):
-            imports.update(self._imported(small))
-        self._module = _Module(classes, imports)
-
-    def _imported(self, statement: cst.BaseSmallStatement) -> dict[str, str]:
-        """local name -> dotted name, for a top-level import statement."""
-        out: dict[str, str] = {}
-        if isinstance(statement, cst.ImportFrom) and not isinstance(statement.names, cst.ImportStar):
-            module = get_full_name_for_node(statement.module) if statement.module else None
-            base = self.file.resolve_relative(len(statement.relative), module) or ""
-            for alias in statement.names:
-                name = get_full_name_for_node(alias.name) or ""
-                local = get_full_name_for_node(alias.asname.name) if alias.asname else name
-                out[local or name] = f"{base}.{name}"
-        elif isinstance(statement, cst.Import):
-            for alias in statement.names:
-                name = get_full_name_for_node(alias.name) or ""
-                if alias.asname is not None:
-                    out[get_full_name_for_node(alias.asname.name) or name] = name
-                else:
-                    out[name.partition(".")[0]] = name.partition(".")[0]
-        return out
+        self._module = _Module(classes, self.shared(analyse).scopes.scopes[0], self.file)  # the module's scope
 
     def visit_ClassDef(self, node: cst.ClassDef) -> bool:
         if node.name.value != OLD_CLASS:
