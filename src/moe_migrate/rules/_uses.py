@@ -46,7 +46,7 @@ from libcst.metadata import MetadataWrapper
 
 from moe_migrate.codemod.context import FileContext
 from moe_migrate.codemod.rule import Rule
-from moe_migrate.codemod.scopes import Scope
+from moe_migrate.codemod.scopes import Scope, Scopes
 from moe_migrate.codemod.walk import children
 from moe_migrate.rules._vllm import (
     NEW_QUALNAMES,
@@ -268,13 +268,13 @@ def find_uses(
 
     assigned: dict[tuple[int, str], list[cst.BaseExpression]] = {}  # `table[FusedMoE] = h`
     for node, ps in fused:
-        if (row := _assigned_row(node, ps)) is not None:
+        if (row := _assigned_row(node, ps, analysis.scopes)) is not None:
             assigned.setdefault(row[1], []).append(row[2])
-        elif (literal := _table_row(node, ps)) is not None and (key := _named_table(literal[0], ps)):
+        elif (literal := _table_row(node, ps)) is not None and (key := _named_table(literal[0], ps, analysis.scopes)):
             assigned.setdefault(key, []).append(literal[2])  # `t = {FusedMoE: h}`, then `t[X] = ...`
     # `m.SharedFusedMoE` of a deleted-module import that stays (it is reported) is not renamed.
     kept = {id(e) for e, _, b in exprs if uses.module_kept and b in analysis.old_modules}
-    context = _Context(fused_ids, fused_tests, walk.classes, uses, assigned, frozenset(kept))
+    context = _Context(fused_ids, fused_tests, walk.classes, uses, assigned, frozenset(kept), analysis.scopes)
     for expr, ps, _ in exprs:
         use = _classify(expr, ps, context)
         if use is not None:
@@ -374,7 +374,8 @@ class _Context:
     #: ``table[FusedMoE] = handler`` statements: (scope, the table as written) -> its handlers.
     assigned_rows: dict[tuple[int, str], list[cst.BaseExpression]]
     #: ids of the class's expressions that no rename touches (their import stays).
-    kept: frozenset[int] = frozenset()
+    kept: frozenset[int]
+    scopes: Scopes
 
 
 def _classify(expr: cst.CSTNode, ps: Parents, ctx: _Context) -> Use | None:
@@ -595,12 +596,12 @@ def _table_use(expr: cst.CSTNode, ps: Parents, ctx: _Context) -> Use | None:
                     ctx.uses.duplicate_rows.append((table, row))
                     return None
                 return Use(REFERENCE, "table", row, (source(other_handler).strip(), source(handler).strip()))
-        key = _named_table(table, ps)
+        key = _named_table(table, ps, ctx.scopes)
         for other_handler in ctx.assigned_rows.get(key, ()) if key is not None else ():
             if not _same(handler, other_handler):
                 return Use(REFERENCE, "table", row, (source(other_handler).strip(), source(handler).strip()))
         return None
-    assigned = _assigned_row(expr, ps)
+    assigned = _assigned_row(expr, ps, ctx.scopes)
     if assigned is None:
         return None
     statement, table_name, handler = assigned
@@ -616,7 +617,7 @@ def _same(a: cst.CSTNode, b: cst.CSTNode) -> bool:
 
 
 def _assigned_row(
-    expr: cst.CSTNode, ps: Parents
+    expr: cst.CSTNode, ps: Parents, scopes: Scopes
 ) -> tuple[cst.Assign, tuple[int, str], cst.BaseExpression] | None:
     """(statement, the table's key (:func:`_table_key`), handler) when ``expr`` is the key in
     ``table[expr] = handler``."""
@@ -631,72 +632,32 @@ def _assigned_row(
         and isinstance(statement, cst.Assign)
     ):
         return None
-    return statement, _table_key(subscript.value, ps), statement.value
+    return statement, _table_key(subscript.value, ps, scopes), statement.value
 
 
-def _named_table(table: cst.CSTNode, ps: Parents) -> tuple[int, str] | None:
+def _named_table(table: cst.CSTNode, ps: Parents, scopes: Scopes) -> tuple[int, str] | None:
     """The key of the name a dict literal is assigned to (``t = {FusedMoE: h}``), if any."""
     at = next((i for i, node in enumerate(ps) if node is table), None)
     statement = ps[at - 1] if at else None
     if isinstance(statement, cst.Assign) and statement.value is table and len(statement.targets) == 1:
-        return _table_key(statement.targets[0].target, ps[: at - 1])
+        return _table_key(statement.targets[0].target, ps[: at - 1], scopes)
     return None
 
 
-def _table_key(table: cst.BaseExpression, ps: Parents) -> tuple[int, str]:
-    """(scope, the table as written): a name that a function assigns itself is that
-    function's (two such tables in two functions stay two); any other table (a global, an
-    import, a parameter, ``self.x``, which a subclass may fill too) may be one dict, so its
-    scope is the module."""
-    text = "".join(source(table).split())
-    functions = [node for node in reversed(ps) if isinstance(node, cst.FunctionDef)]
-    owner = next((f for f in functions if _assigns(f, text)), ps[0]) if "." not in text else ps[0]
-    return id(owner), text
-
-
-def _assigns(function: cst.FunctionDef, name: str) -> bool:
-    """Whether ``function`` itself (not a nested function) binds ``name`` as a local:
-    ``name = ...``, ``name: T = ...`` or ``name, other = ...``, without ``global name``."""
-
-    class Finder(cst.CSTVisitor):
-        bound = False
-        declared = False
-
-        def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
-            self.bound = self.bound or name in _names_in(node.target)
-
-        def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-            self.bound = self.bound or name in _names_in(node.target)
-
-        def visit_Global(self, node: cst.Global) -> None:
-            self.declared = self.declared or any(n.name.value == name for n in node.names)
-
-        def visit_Nonlocal(self, node: cst.Nonlocal) -> None:
-            self.declared = self.declared or any(n.name.value == name for n in node.names)
-
-        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-            return node is function
-
-        def visit_ClassDef(self, node: cst.ClassDef) -> bool:
-            return False
-
-    finder = Finder()
-    function.visit(finder)
-    return finder.bound and not finder.declared
-
-
-def _names_in(target: cst.BaseExpression) -> set[str]:
-    """The names an assignment target binds (``a``, ``a, b``, ``[a, (b, c)]``)."""
-    if isinstance(target, cst.Name):
-        return {target.value}
-    if isinstance(target, (cst.Tuple, cst.List)):
-        return {n for element in target.elements for n in _names_in(element.value)}
-    return set()
-
-
-def _class_of(ps: Parents) -> cst.CSTNode | None:
-    """The innermost class around a node."""
-    return next((node for node in reversed(ps) if isinstance(node, cst.ClassDef)), None)
+def _table_key(table: cst.BaseExpression, ps: Parents, scopes: Scopes) -> tuple[int, str]:
+    """(scope, the table as written): a function's own local (not a parameter, not declared
+    ``global``) is that function's, so two such tables in two functions stay two; any other
+    table (a global, an import, a parameter, ``self.x``, which a subclass may fill too) may be
+    one dict, so its scope is the module."""
+    owner: cst.CSTNode = ps[0]
+    scope = scopes.get(table) if isinstance(table, cst.Name) else None
+    if scope is not None:
+        local = [
+            a for a in scope[table.value]  # type: ignore[attr-defined]
+            if a.scope.kind == "function" and not isinstance(a.node, cst.Param)
+        ]
+        owner = local[0].scope.node if local else owner
+    return id(owner), "".join(source(table).split())
 
 
 def _table_row(expr: cst.CSTNode, ps: Parents) -> tuple[cst.CSTNode, cst.CSTNode, cst.CSTNode] | None:
