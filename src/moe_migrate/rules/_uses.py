@@ -142,8 +142,9 @@ class Uses:
     fallbacks: list[Fallback] = field(default_factory=list)
     #: ids of the nodes in the ``except`` branches of safe fallbacks (they go with the block).
     fallback_nodes: frozenset[int] = frozenset()
-    #: ids of every expression that evaluates to the removed class.
+    #: ids of every expression that evaluates to the removed class, and to vLLM's FusedMoE.
     class_exprs: set[int] = field(default_factory=set)
+    fused_exprs: set[int] = field(default_factory=set)
     #: Classes of this module deriving from the removed class, by name.
     subclasses: dict[str, cst.ClassDef] = field(default_factory=dict)
     #: Calls that build a layer of the class (or of a subclass defined here).
@@ -241,6 +242,7 @@ def find_uses(
     fused += [found[i] for i in analysis.fused_refs if i in found]
     fused_ids = analysis.fused_refs | {id(node) for node, _ in fused}
     uses.class_exprs = {id(expr) for expr, _, _ in exprs}
+    uses.fused_exprs = fused_ids
     for expr, ps, _ in exprs:
         cls = _class_with_base(expr, ps)
         if cls is not None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import libcst as cst
-from libcst.helpers import get_full_name_for_node
 
 from moe_migrate.codemod.rule import Flagged, Unchanged
-from moe_migrate.rules._uses import TracksLayers, callee, source, string_value
-from moe_migrate.rules._vllm import NEW_CLASS, NEW_QUALNAMES, OLD_CLASS, bound_to
+from moe_migrate.rules._uses import TracksLayers, callee, source
+from moe_migrate.rules._vllm import NEW_CLASS, OLD_CLASS, bound_to
 
 _LAYER = (
     "from vllm.model_executor.layers.fused_moe import SharedFusedMoE\n\n\n"
@@ -339,20 +338,8 @@ class MoeOutputTuple(TracksLayers):
                 return False if built is None else built
             # A cast to another type narrows the value to something else (`SharedFusedMoE |
             # Mine` cast to `Mine`): only a cast to FusedMoE still holds the layer.
-            return built if self._names_fused(kind.value) else None
+            return built if id(kind.value) in self.uses.fused_exprs else None
         return None
-
-    def _names_fused(self, node: cst.BaseExpression) -> bool:
-        """``node`` names vLLM's ``FusedMoE``: by the import that binds it, or as a string
-        annotation naming such a binding."""
-        scope = self.analysis.scopes.get(node)
-        text = string_value(node)
-        name = text.strip() if text is not None else get_full_name_for_node(node)
-        if scope is None or not name:
-            return False
-        head, _, rest = name.partition(".")
-        qualified = [q.removesuffix("." + rest) for q in NEW_QUALNAMES if not rest or q.endswith("." + rest)]
-        return bool(qualified) and bound_to(scope, head, frozenset(qualified), self.file) is True
 
     def _is_cast(self, expr: cst.BaseExpression) -> bool:
         """``expr`` is ``cast(T, value)`` with ``cast`` imported from ``typing`` (or
