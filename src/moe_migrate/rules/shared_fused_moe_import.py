@@ -169,11 +169,8 @@ class SharedFusedMoeImport(Rule):
 
     def visit_Module(self, node: cst.Module) -> None:
         analysis = self.shared(analyse)
-        #: `from <vLLM's package or the deleted module> import *`, and whether a bare
-        #: `SharedFusedMoE` is read (an attribute of that name is not).
+        #: `from <vLLM's package or the deleted module> import *` statements.
         self._stars: list[cst.ImportFrom] = []
-        self._attrs: set[int] = set()
-        self._reads_name = False
         self._removed: set[int] = set()
         self._module = node
         for use in analysis.uses.held if analysis.uses else ():
@@ -226,16 +223,14 @@ class SharedFusedMoeImport(Rule):
             if self.file.resolve_relative(len(node.relative), module) in (PACKAGE, *OLD_MODULES):
                 self._stars.append(node)
 
-    def visit_Attribute(self, node: cst.Attribute) -> None:
-        self._attrs.add(id(node.attr))
-
-    def visit_Name(self, node: cst.Name) -> None:
-        if node.value == OLD_CLASS and id(node) not in self._attrs:
-            self._reads_name = True
-
     def leave_Module(self, original_node: cst.Module) -> None:
+        # Rare: only a file with such a star import is searched for a bare `SharedFusedMoE`.
         analysis = self.shared(analyse)
-        if not (self._reads_name and self._stars) or analysis.classes or analysis.defines_own:
+        if not self._stars or analysis.classes or analysis.defines_own:
+            return
+        reads = _BareName(OLD_CLASS)
+        original_node.visit(reads)
+        if not reads.found:
             return
         for star in self._stars:
             self.flag(
@@ -412,6 +407,21 @@ def _apply_plan(
             )
         out.append(slot.with_changes(name=cst.Name(name or ""), asname=new_asname))
     return out
+
+
+class _BareName(cst.CSTVisitor):
+    """Whether a module reads ``name`` as a bare name (``x.name`` is an attribute, not it)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.found = False
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        node.value.visit(self)
+        return False
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.found = self.found or node.value == self.name
 
 
 class _AttributeUses(cst.CSTVisitor):
