@@ -82,9 +82,9 @@ class SharedFusedMoePatch(ReportsUses):
     def visit_Module(self, node: cst.Module) -> None:
         super().visit_Module(node)
         self._in_concatenation = 0
-        #: What encloses the string being read: the callees of the calls around it, and
-        #: "sys.modules" for a subscript of it, innermost last.
-        self._around: list[str] = []
+        #: The calls, subscripts and ``del`` statements around the node being read, innermost
+        #: last: what a dotted name does there (`_what_it_does`).
+        self._around: list[cst.CSTNode] = []
 
     def describe(self, use: Use) -> tuple[str, str]:
         attr = use.detail[0] if use.detail else ""
@@ -140,19 +140,7 @@ class SharedFusedMoePatch(ReportsUses):
         text = string_value(node)
         if text is None or not names_removed(text):
             return
-        where = self._around[-1] if self._around else ""
-        stub = "A `sys.modules` stub of it hides that the real import is gone."
-        if where == "sys.modules" and self._around[-2:-1] == ["del"]:
-            what = "Deleting it from `sys.modules` raises `KeyError` once the module is gone."
-        elif where in ("sys.modules", "sys.modules-call") or where.endswith("patch.dict"):
-            what = stub
-        elif "patch" in where:
-            what = "A patch with this target fails after the upgrade."
-        else:
-            what = (
-                "After the upgrade nothing exists under this name: importing it fails (and a "
-                "fallback for that case is what runs), and patching it fails."
-            )
+        what = _what_it_does(self._around)
         self.flag(
             node,
             f'"{text}" names vLLM\'s removed `{OLD_CLASS}` or its deleted module. {what}',
@@ -161,22 +149,21 @@ class SharedFusedMoePatch(ReportsUses):
             "served the deleted module.",
         )
 
+    # The nodes around a dotted string, read only when one is found (`_what_it_does`).
     def visit_Del(self, node: cst.Del) -> None:
-        self._around.append("del")
+        self._around.append(node)
 
     def leave_Del(self, original_node: cst.Del) -> None:
         self._around.pop()
 
     def visit_Subscript(self, node: cst.Subscript) -> None:
-        self._around.append("sys.modules" if get_full_name_for_node(node.value) == "sys.modules" else "")
+        self._around.append(node)
 
     def leave_Subscript(self, original_node: cst.Subscript) -> None:
         self._around.pop()
 
     def visit_Call(self, node: cst.Call) -> None:
-        # `monkeypatch.setitem(sys.modules, "...", stub)`: a stub, whatever the call is called.
-        on_modules = bool(node.args) and get_full_name_for_node(node.args[0].value) == "sys.modules"
-        self._around.append("sys.modules-call" if on_modules else callee(node))
+        self._around.append(node)
         # setattr(fused_moe, "SharedFusedMoE", Mine), patch.object(module, "SharedFusedMoE", ...)
         if len(node.args) > 1 and callee(node).endswith(_SETTERS):
             if string_value(node.args[1].value) == OLD_CLASS:
@@ -185,6 +172,30 @@ class SharedFusedMoePatch(ReportsUses):
 
     def leave_Call(self, original_node: cst.Call) -> None:
         self._around.pop()
+
+
+def _what_it_does(around: list[cst.CSTNode]) -> str:
+    """What breaks for a dotted name of the deleted module, from the innermost call,
+    subscript or ``del`` around it."""
+    inner = around[-1] if around else None
+    if isinstance(inner, cst.Subscript) and get_full_name_for_node(inner.value) == "sys.modules":
+        if len(around) > 1 and isinstance(around[-2], cst.Del):
+            return "Deleting it from `sys.modules` raises `KeyError` once the module is gone."
+        return _STUB
+    if isinstance(inner, cst.Call):
+        name = callee(inner)
+        # `monkeypatch.setitem(sys.modules, "...", stub)`: a stub, whatever the call is called.
+        if name.endswith("patch.dict") or (inner.args and get_full_name_for_node(inner.args[0].value) == "sys.modules"):
+            return _STUB
+        if "patch" in name:
+            return "A patch with this target fails after the upgrade."
+    return (
+        "After the upgrade nothing exists under this name: importing it fails (and a fallback "
+        "for that case is what runs), and patching it fails."
+    )
+
+
+_STUB = "A `sys.modules` stub of it hides that the real import is gone."
 
 
 def source_name(call: cst.CSTNode) -> str:
