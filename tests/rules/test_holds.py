@@ -359,9 +359,14 @@ _MODULE_IMPORT = (
     ids=["is-not-none", "truth-test", "another-name"],
 )
 def test_a_kept_deleted_module_is_reported_for_what_it_is_used_for(all_rules, use: str, says: str) -> None:
-    outcome = run(all_rules, _MODULE_IMPORT + use)
-    messages = [f.message for f in outcome.findings if f.rule == "shared-fused-moe-import"]
-    assert len(messages) == 1 and says in messages[0], messages
+    assert says in _the_message(all_rules, _MODULE_IMPORT + use, "shared-fused-moe-import")
+
+
+def _the_message(all_rules, source: str, rule: str) -> str:
+    """The one finding of ``rule`` on ``source`` (all rules run), as its message."""
+    messages = [f.message for f in run(all_rules, source).findings if f.rule == rule]
+    assert len(messages) == 1, messages
+    return messages[0]
 
 
 _DOTTED = '"vllm.model_executor.layers.fused_moe.shared_fused_moe"'
@@ -379,6 +384,4 @@ _DOTTED = '"vllm.model_executor.layers.fused_moe.shared_fused_moe"'
     ids=["stub", "patch-dict", "del", "monkeypatch-setattr", "import-by-name"],
 )
 def test_a_dotted_name_is_reported_for_what_it_does_there(all_rules, use: str, says: str) -> None:
-    outcome = run(all_rules, use)
-    messages = [f.message for f in outcome.findings if f.rule == "shared-fused-moe-patch"]
-    assert len(messages) == 1 and says in messages[0], messages
+    assert says in _the_message(all_rules, use, "shared-fused-moe-patch")
